@@ -1,0 +1,94 @@
+"""Matplotlib figures and image grids that runs log as artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # runs are headless; never ask for a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def loss_curve_figure(history: Sequence[Mapping[str, float]], *, title: str = "Loss") -> Figure:
+    """Plot every `train/…` and `val/…` metric of the history against the epoch.
+
+    Quantities share an axis when their names match (train/loss with val/loss);
+    each quantity gets its own panel.
+    """
+    quantities: list[str] = []
+    for record in history:
+        for key in record:
+            split, _, quantity = key.partition("/")
+            if split in ("train", "val") and quantity and quantity not in quantities:
+                quantities.append(quantity)
+    n_panels = max(len(quantities), 1)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.5 * n_panels, 3.5), squeeze=False)
+    for ax, quantity in zip(axes[0], quantities):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            points = [(r["epoch"], r[f"{split}/{quantity}"]) for r in history if f"{split}/{quantity}" in r]
+            if points:
+                epochs, values = zip(*points)
+                ax.plot(epochs, values, style, label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(quantity)
+        ax.set_title(quantity)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if all(value > 0 for r in history for k, value in r.items() if k.endswith(f"/{quantity}")):
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def to_numpy_images(images: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Convert (B, 1, 28, 28) or (B, 28, 28) images to uint8 (B, 28, 28)."""
+    low, high = value_range
+    array = images.detach().float().cpu().reshape(images.shape[0], images.shape[-2], images.shape[-1])
+    array = ((array - low) / (high - low)).clamp(0, 1)
+    return (array.numpy() * 255).round().astype(np.uint8)
+
+
+def image_grid(images: torch.Tensor, n_columns: int, *, value_range: tuple[float, float] = (0.0, 1.0),
+               padding: int = 2, scale: int = 2) -> Image.Image:
+    """Tile images into one greyscale PIL image, `n_columns` wide, upscaled by `scale`."""
+    tiles = to_numpy_images(images, value_range)
+    n, height, width = tiles.shape
+    n_rows = -(-n // n_columns)
+    canvas = np.full((n_rows * (height + padding) + padding, n_columns * (width + padding) + padding),
+                     255, dtype=np.uint8)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, n_columns)
+        top = padding + row * (height + padding)
+        left = padding + column * (width + padding)
+        canvas[top:top + height, left:left + width] = tile
+    grid = Image.fromarray(canvas, mode="L")
+    if scale != 1:
+        grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    return grid
+
+
+def reconstruction_figure(images: torch.Tensor, reconstructions: torch.Tensor,
+                          title: str = "Test images (top) and reconstructions (bottom)") -> Figure:
+    """Show test images in the top row and their reconstructions below."""
+    originals = to_numpy_images(images)
+    outputs = to_numpy_images(reconstructions)
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.8), squeeze=False)
+    for column in range(n):
+        for row, source in enumerate((originals, outputs)):
+            ax = axes[row][column]
+            ax.imshow(source[column], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0][0].set_ylabel("original")
+    axes[1][0].set_ylabel("reconstructed")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

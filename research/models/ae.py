@@ -1,0 +1,80 @@
+"""The reference convolutional autoencoder (`ae`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from research.config import Config, param
+from research.models import register_model
+from research.models.base import Batch, Metrics, Model, TrainConfig
+from research.nets.conv import ConvDecoder, ConvEncoder
+
+if TYPE_CHECKING:
+    from research.data import FashionMNIST
+    from research.tracking import Run
+
+
+@dataclass(frozen=True)
+class AEConfig(Config):
+    """Hyperparameters of the convolutional autoencoder."""
+
+    n_channels: int = param(11, "channels of the first convolution; later ones use 2n and 4n",
+                            min=1, max=512)
+    latent_dim: int = param(9, "size of the latent code", min=1, max=4096)
+    batch_norm: bool = param(False, "batch normalisation after each hidden convolution")
+
+
+@register_model("ae")
+class Autoencoder(Model):
+    """Convolutional autoencoder trained with the mean squared reconstruction error."""
+
+    Config = AEConfig
+    # The reference study's best trial: Adam, lr 0.0091, weight decay 1e-5, batch 256.
+    default_training = TrainConfig(n_epochs=5, batch_size=256, optimizer="adam", lr=0.0091,
+                                   weight_decay=1e-5)
+    has_encoder = True
+
+    def __init__(self, config: AEConfig) -> None:
+        super().__init__(config)
+        self.encoder = ConvEncoder(config.n_channels, config.latent_dim, config.batch_norm)
+        self.decoder = ConvDecoder(config.n_channels, config.latent_dim, config.batch_norm)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.decoder(codes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images))
+
+    def loss_terms(self, batch: Batch) -> Metrics:
+        images, _ = batch
+        return {"loss": F.mse_loss(self(images), images)}
+
+    @torch.no_grad()
+    def test_metrics(self, data: FashionMNIST, batch_size: int) -> dict[str, float]:
+        squared_error, n_pixels = 0.0, 0
+        for images, _ in data.test.batches(batch_size, device=self.device):
+            squared_error += F.mse_loss(self(images), images, reduction="sum").item()
+            n_pixels += images.numel()
+        mse = squared_error / n_pixels
+        # Pixels lie in [0, 1], so the peak signal is 1.
+        return {"test/mse": mse, "test/psnr": -10.0 * math.log10(max(mse, 1e-12))}
+
+    def on_train_end(self, run: Run, data: FashionMNIST) -> None:
+        from research.figures import reconstruction_figure
+
+        images = data.test.float_images()[:10].to(self.device)
+        with torch.no_grad():
+            reconstructions = self(images)
+        run.log_figure(reconstruction_figure(images, reconstructions), "figures/reconstructions.png")

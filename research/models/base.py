@@ -1,0 +1,155 @@
+"""The contract between a model and the training loop.
+
+A model owns its networks, its losses and its training step; the loop in
+`research.training` owns epochs, devices, logging, checkpoints, early stopping
+and signals. A model with one optimizer only implements `loss_terms`; a model
+with several (a GAN) overrides `training_step`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from research.config import Config, param
+from research.errors import UsageError
+
+if TYPE_CHECKING:
+    from research.data import FashionMNIST
+    from research.tracking import Run
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (B, 1, 28, 28) in [0, 1], labels (B,)
+Metrics = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Training hyperparameters shared by every model; each model sets its defaults."""
+
+    n_epochs: int = param(10, "number of training epochs", min=1)
+    batch_size: int = param(256, "images per training batch", min=1)
+    optimizer: str = param("adam", "optimizer", choices=("adam", "adamw", "rmsprop", "sgd"))
+    lr: float = param(1e-3, "learning rate (the peak rate for onecycle)", min=0.0, min_exclusive=True)
+    weight_decay: float = param(0.0, "L2 weight decay", min=0.0)
+    momentum: float = param(0.9, "momentum for sgd and rmsprop", min=0.0, max=1.0)
+    scheduler: str = param("none", "learning-rate schedule",
+                           choices=("none", "cosine", "plateau", "onecycle"))
+    patience: int = param(0, "epochs without a better validation loss before stopping early; 0 never stops",
+                          min=0)
+    grad_clip: float = param(0.0, "maximum gradient norm; 0 disables clipping", min=0.0)
+
+
+@dataclass(frozen=True)
+class DataConfig(Config):
+    """How the dataset is split and shrunk for a run."""
+
+    val_fraction: float = param(0.2, "share of the 60,000 training images held out for validation",
+                                min=0.0, max=0.9, min_exclusive=True)
+    split_seed: int = param(0, "seed of the train/validation split", min=0)
+    train_size: int | None = param(None, "keep only the first N training images (for quick runs)", min=1)
+
+
+class Model(nn.Module):
+    """Base class of every registered model.
+
+    Subclasses set `Config` (their hyperparameter dataclass) and may override
+    `default_training` (their `TrainConfig` defaults) and `monitor`, the
+    validation metric that early stopping, the best checkpoint and the
+    plateau scheduler follow; `None` means the model has no validation loss
+    and the last epoch counts as the best.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[Config]]
+    default_training: ClassVar[TrainConfig] = TrainConfig()
+    monitor: ClassVar[str | None] = "loss"
+    has_encoder: ClassVar[bool] = False
+    can_generate: ClassVar[bool] = False
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # --- optimisation -----------------------------------------------------------
+
+    def configure_optimizers(self, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """Return the optimizers by name; the default is one over all parameters."""
+        return {"main": build_optimizer(self.parameters(), train)}
+
+    def loss_terms(self, batch: Batch) -> Metrics:
+        """Return the loss terms of a batch; the key `loss` is the one minimised."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, optimizers: Mapping[str, torch.optim.Optimizer],
+                      grad_clip: float = 0.0) -> Metrics:
+        """Run one optimisation step and return its detached metrics."""
+        optimizer = optimizers["main"]
+        optimizer.zero_grad(set_to_none=True)
+        terms = self.loss_terms(batch)
+        terms["loss"].backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.parameters(), grad_clip)
+        optimizer.step()
+        return {key: value.detach() for key, value in terms.items()}
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> Metrics:
+        """Return the metrics of a batch without changing any weight."""
+        return self.loss_terms(batch)
+
+    # --- what a run reports beyond the per-epoch metrics --------------------------
+
+    @torch.no_grad()
+    def test_metrics(self, data: FashionMNIST, batch_size: int) -> dict[str, float]:
+        """Return the final test-set metrics, keyed `test/<quantity>`."""
+        return {}
+
+    def on_epoch_end(self, run: Run, epoch: int, data: FashionMNIST) -> None:
+        """Log per-epoch artifacts (sample grids) to `run`."""
+
+    def on_train_end(self, run: Run, data: FashionMNIST) -> None:
+        """Log the final figures of the model to `run`."""
+
+    # --- plain data for checkpoints -------------------------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        """Return state beyond the weights that a checkpoint must keep (plain data)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what `extra_state` returned."""
+
+
+def build_optimizer(parameters: Any, train: TrainConfig) -> torch.optim.Optimizer:
+    """Build the optimizer that `train.optimizer` names."""
+    kwargs: dict[str, Any] = {"lr": train.lr, "weight_decay": train.weight_decay}
+    if train.optimizer == "adam":
+        return torch.optim.Adam(parameters, **kwargs)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, **kwargs)
+    if train.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, momentum=train.momentum, **kwargs)
+    return torch.optim.SGD(parameters, momentum=train.momentum, **kwargs)
+
+
+def check_field_names(model_class: type[Model]) -> None:
+    """Reject a model config that reuses a training or data field name.
+
+    Overrides name a hyperparameter without its group (`-p lr=…`), so the
+    names of the three groups must not overlap.
+    """
+    shared = {spec.name for spec in dataclasses.fields(TrainConfig)}
+    shared |= {spec.name for spec in dataclasses.fields(DataConfig)}
+    clash = shared & {spec.name for spec in dataclasses.fields(model_class.Config)}
+    if clash:
+        raise UsageError(f"model {model_class.__name__} config redefines {', '.join(sorted(clash))}, "
+                         "which are training or data hyperparameters; rename them")

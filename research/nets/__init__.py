@@ -1,0 +1,1 @@
+"""Networks: plain `nn.Module` building blocks with no losses or training logic."""

@@ -1,0 +1,154 @@
+"""Run one tracked training: start the MLflow run, train, log the results, end the run.
+
+Whatever happens, the run ends: FINISHED on success, KILLED on an interrupt,
+FAILED on any error, with the reason in the tag `research.end_reason`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from research.data import FashionMNIST, cache_dir, load
+from research.errors import TrainingInterrupted
+from research.figures import loss_curve_figure
+from research.spec import RunSpec
+from research.tracking import OfflineRun, Run
+from research.training import EpochCallback, FitResult, Trainer, resolve_device
+
+logger = logging.getLogger(__name__)
+
+END_REASON_TAG = "research.end_reason"
+
+
+@dataclass
+class RunOptions:
+    """How a run is tracked and where it trains; none of this changes the results."""
+
+    experiment: str | None = None
+    run_name: str | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    quiet: bool = False
+    track: bool = True
+    tags: Mapping[str, str] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    callbacks: Iterable[EpochCallback] = ()
+
+
+@dataclass
+class RunOutcome:
+    """The finished run: its id, the fit result and the test metrics."""
+
+    run_id: str
+    experiment_id: str
+    fit: FitResult
+    test_metrics: dict[str, float]
+    tracking_seconds: float
+
+
+def load_data(spec: RunSpec, data_dir: str | None = None) -> FashionMNIST:
+    return load(data_dir, val_fraction=spec.data.val_fraction, split_seed=spec.data.split_seed,
+                train_size=spec.data.train_size)
+
+
+def local_checkpoint_dir(run_id: str) -> Path:
+    """Return the folder that keeps a run's checkpoints on this machine while it trains."""
+    return cache_dir() / "runs" / run_id
+
+
+def library_versions() -> dict[str, str]:
+    import mlflow
+
+    from research import __version__
+
+    return {"version.research": __version__, "version.torch": torch.__version__,
+            "version.mlflow": mlflow.__version__, "version.python": platform.python_version()}
+
+
+def start_run(spec: RunSpec, options: RunOptions) -> Run:
+    if not options.track:
+        return OfflineRun()
+    experiment = options.experiment or spec.model_name
+    tags = {"research.model": spec.model_name, **options.tags}
+    run = Run.start(experiment, options.run_name, tags, parent_run_id=options.parent_run_id)
+    logger.info("MLflow run %s in experiment '%s' at %s", run.run_id, experiment, run.client.tracking_uri)
+    return run
+
+
+def train(spec: RunSpec, options: RunOptions | None = None, *, data: FashionMNIST | None = None) -> RunOutcome:
+    """Train `spec` in a new tracked run and return its outcome."""
+    options = options or RunOptions()
+    device = resolve_device(options.device)
+    data = data or load_data(spec, options.data_dir)
+    run = start_run(spec, options)
+    checkpoint_dir = (local_checkpoint_dir(run.run_id) if options.track
+                      else Path(tempfile.mkdtemp(prefix="research-offline-")))
+    trainer = None
+    try:
+        log_run_setup(run, spec, data, device)
+        logger.info("Training '%s' (%s) on %s: %s", spec.model_name, describe(spec.model.to_dict()), device,
+                    ", ".join(f"{name} {size}" for name, size in data.sizes().items()))
+        trainer = Trainer(spec, data, run, device=device, checkpoint_dir=checkpoint_dir,
+                          callbacks=options.callbacks, quiet=options.quiet, upload_checkpoints=options.track)
+        result = trainer.fit()
+        test_metrics = finish_run(run, spec, data, result)
+    except BaseException as error:
+        end_unfinished(run, error, trainer, checkpoint_dir)
+        raise
+    run.end("FINISHED")
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # every checkpoint is in MLflow now
+    return RunOutcome(run.run_id, run.experiment_id, result, test_metrics, run.tracking_seconds)
+
+
+def describe(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+def log_run_setup(run: Run, spec: RunSpec, data: FashionMNIST, device: torch.device) -> None:
+    sizes = {f"split.{name}": size for name, size in data.sizes().items()}
+    run.log_params({**spec.params(), **sizes, "device": str(device), **library_versions()})
+    run.set_tags({"research.data_source": str(data.source)})
+    run.log_text(yaml.safe_dump(spec.to_dict(), sort_keys=False), "config.yaml")
+
+
+def finish_run(run: Run, spec: RunSpec, data: FashionMNIST, result: FitResult) -> dict[str, float]:
+    """Log the test metrics and final figures of a trained model."""
+    model = result.model
+    state = result.state
+    test_metrics = model.test_metrics(data, max(spec.train.batch_size, 512))
+    summary = {**test_metrics, "best_epoch": state.best_epoch, "train_time_s": result.train_seconds}
+    run.log_metrics(summary, step=state.epoch)
+    run.set_tags({"research.stopped_early": str(state.stopped_early).lower()})
+    run.log_figure(loss_curve_figure(state.history, title=f"{spec.model_name} training"),
+                   "figures/loss_curve.png")
+    model.on_train_end(run, data)
+    shown = "  ".join(f"{key} {value:.4g}" for key, value in test_metrics.items())
+    logger.info("Finished after %d epochs (best epoch %d)  %s", state.epoch, state.best_epoch, shown)
+    return test_metrics
+
+
+def end_unfinished(run: Run, error: BaseException, trainer: Trainer | None, checkpoint_dir: Path) -> None:
+    """End a run that raised: KILLED on an interrupt, FAILED otherwise, keeping what it made."""
+    interrupted = isinstance(error, (TrainingInterrupted, KeyboardInterrupt))
+    status = "KILLED" if interrupted else "FAILED"
+    reason = str(error) or type(error).__name__
+    try:
+        run.set_tags({END_REASON_TAG: f"{type(error).__name__}: {reason}"[:5000]})
+        if trainer is not None and trainer.state.history:
+            run.log_figure(loss_curve_figure(trainer.state.history), "figures/loss_curve.png")
+    except Exception as tag_error:  # noqa: BLE001 - the store may be what failed; still end the run
+        logger.warning("Could not record why run %s ended: %s", run.run_id, tag_error)
+    run.end(status)
+    if (checkpoint_dir / "last.pt").exists():
+        logger.info("Run %s ended %s; its last checkpoint is kept at %s", run.run_id, status,
+                    checkpoint_dir / "last.pt")

@@ -1,0 +1,165 @@
+"""MLflow runs: where they are stored, what they log, and how they end.
+
+A `Run` wraps one MLflow run through `MlflowClient` with an explicit run id, so
+nested sweep trials and several runs in one process never share the fluent
+API's global active run. `OfflineRun` has the same interface and logs nothing,
+for measuring training without tracking.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from research.errors import TrackingError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+
+
+def tracking_uri() -> str:
+    """Return `MLFLOW_TRACKING_URI` when set, else the SQLite store in the working directory."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def make_client(uri: str | None = None) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri or tracking_uri())
+
+
+class Run:
+    """One MLflow run, addressed by id; every call logs straight to the store."""
+
+    def __init__(self, client: Any, run_id: str, experiment_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.tracking_seconds = 0.0  # time spent in MLflow calls, for overhead reports
+
+    @classmethod
+    def start(cls, experiment: str, run_name: str | None = None, tags: Mapping[str, str] | None = None,
+              *, client: Any = None, parent_run_id: str | None = None) -> Run:
+        """Create a run in `experiment`, creating the experiment when it is new."""
+        client = client or make_client()
+        try:
+            found = client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+            all_tags = dict(tags or {})
+            if parent_run_id:
+                all_tags["mlflow.parentRunId"] = parent_run_id
+            created = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        except Exception as error:
+            raise TrackingError(f"cannot start an MLflow run in experiment {experiment!r} at "
+                                f"{client.tracking_uri}: {error}") from error
+        return cls(client, created.info.run_id, experiment_id)
+
+    @classmethod
+    def resume(cls, run_id: str, *, client: Any = None) -> Run:
+        """Reopen an existing run so that it can log again."""
+        client = client or make_client()
+        found = client.get_run(run_id)
+        client.update_run(run_id, status="RUNNING")
+        return cls(client, run_id, found.info.experiment_id)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return getattr(self.client, method)(self.run_id, *args, **kwargs)
+        finally:
+            self.tracking_seconds += time.perf_counter() - started
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        entries = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
+        # MLflow takes at most 100 params per batch.
+        for start in range(0, len(entries), 100):
+            self._call("log_batch", params=entries[start:start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entries = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        for start in range(0, len(entries), 1000):
+            self._call("log_batch", metrics=entries[start:start + 1000])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call("log_batch", tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib figure as a PNG and close it."""
+        import matplotlib.pyplot as plt
+
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        plt.close(figure)
+        self.log_bytes(buffer.getvalue(), artifact_file)
+
+    def log_image(self, image: Any, artifact_file: str, **save_options: Any) -> None:
+        """Log a PIL image; the file extension picks the format (PNG, GIF)."""
+        buffer = io.BytesIO()
+        image.save(buffer, format=Path(artifact_file).suffix.lstrip(".").upper(), **save_options)
+        self.log_bytes(buffer.getvalue(), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.log_bytes(text.encode("utf-8"), artifact_file)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        directory, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory(prefix="research-artifact-") as tmp:
+            local = Path(tmp) / name
+            local.write_bytes(data)
+            self.log_file(local, directory or None)
+
+    def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
+        self._call("log_artifact", str(local_path), artifact_dir)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run FINISHED, FAILED or KILLED."""
+        try:
+            self._call("set_terminated", status=status)
+        except Exception as error:  # noqa: BLE001 - the run is over either way; say why it stays open
+            logger.error("Could not mark MLflow run %s %s: %s", self.run_id, status, error)
+
+    def ui_hint(self) -> str:
+        return f"experiment {self.experiment_id}, run {self.run_id}"
+
+
+class OfflineRun(Run):
+    """A run that logs nothing: the same calls as `Run`, without MLflow."""
+
+    def __init__(self) -> None:
+        super().__init__(client=None, run_id="offline", experiment_id="offline")
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return None
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        return None
+
+
+def quiet_mlflow_warnings() -> None:
+    """Silence MLflow warnings that concern its internals, not the user's run."""
+    # MLflow configures its own logger from this variable when it is first imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,63 @@
+"""Shared fixtures: a temporary MLflow store and working directory, and the real dataset."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from research.data import DATA_DIR_ENV, locate
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder with its own MLflow SQLite store and cache."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RESEARCH_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The folder of the real FashionMNIST files; CI installs Debian's package."""
+    folder, _ = locate()
+    return folder
+
+
+@pytest.fixture
+def with_real_data(real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(DATA_DIR_ENV, str(real_data_dir))
+    return real_data_dir
+
+
+def write_idx(path: Path, array: np.ndarray, *, magic: int | None = None, compress: bool = False) -> Path:
+    """Write `array` (uint8) as an idx file, gzipped when `compress`."""
+    array = np.asarray(array, dtype=np.uint8)
+    if magic is None:
+        magic = 0x803 if array.ndim == 3 else 0x801
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", size) for size in array.shape)
+    data = header + array.tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_fake_dataset(folder: Path, n_train: int = 60_000, n_test: int = 10_000, compress: bool = True) -> Path:
+    """Write a random dataset of the real file names and sizes into `folder`."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, n, kind in (("train-images-idx3-ubyte", n_train, "images"),
+                          ("train-labels-idx1-ubyte", n_train, "labels"),
+                          ("t10k-images-idx3-ubyte", n_test, "images"),
+                          ("t10k-labels-idx1-ubyte", n_test, "labels")):
+        shape = (n, 28, 28) if kind == "images" else (n,)
+        high = 256 if kind == "images" else 10
+        write_idx(folder / stem, rng.integers(0, high, size=shape), compress=compress)
+    return folder
