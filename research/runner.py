@@ -10,7 +10,7 @@ import logging
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,27 @@ class RunOptions:
     tags: Mapping[str, str] = field(default_factory=dict)
     parent_run_id: str | None = None
     callbacks: Iterable[EpochCallback] = ()
+    finishers: Iterable[Finisher] = ()
+
+
+@dataclass
+class FinishedTraining:
+    """What a finisher gets: the run, its spec, the data and the trained model at its best epoch."""
+
+    run: Run
+    spec: RunSpec
+    data: FashionMNIST
+    fit: FitResult
+    device: torch.device
+
+    @property
+    def model(self) -> Any:
+        return self.fit.model
+
+
+# A step that adds to a run after training and before it ends (latent exploration,
+# sample scores, registration); it runs in order and may log metrics and artifacts.
+Finisher = Callable[[FinishedTraining], None]
 
 
 @dataclass
@@ -102,6 +123,8 @@ def train(spec: RunSpec, options: RunOptions | None = None, *, data: FashionMNIS
                           callbacks=options.callbacks, quiet=options.quiet, upload_checkpoints=options.track)
         result = trainer.fit()
         test_metrics = finish_run(run, spec, data, result)
+        for finisher in options.finishers:
+            finisher(FinishedTraining(run, spec, data, result, device))
     except BaseException as error:
         end_unfinished(run, error, trainer, checkpoint_dir)
         raise

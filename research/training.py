@@ -137,6 +137,8 @@ class Trainer:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         self.model.eval()
+        self.model.on_fit_end(self.data)
+        self.write_final_checkpoint()
         return FitResult(self.model, self.state, time.perf_counter() - started)
 
     def run_epoch(self, epoch: int, stop: StopRequest) -> dict[str, float]:
@@ -305,6 +307,14 @@ class Trainer:
         if self.upload_checkpoints:
             for path in paths:
                 self.run.log_file(path, "checkpoints")
+
+    def write_final_checkpoint(self) -> None:
+        """Rewrite best.pt from the model as `fit` returns it, with what `on_fit_end` added."""
+        payload = self.checkpoint_payload()
+        payload["model_state"] = {key: tensor.detach().cpu() for key, tensor in self.model.state_dict().items()}
+        path = save_checkpoint(payload, self.checkpoint_dir / "best.pt")
+        if self.upload_checkpoints:
+            self.run.log_file(path, "checkpoints")
 
     def save_interrupted(self, epoch: int, steps_done: int, sums: Mapping[str, torch.Tensor], count: int,
                          seconds: float) -> None:

@@ -45,6 +45,9 @@ def test_builtin_model_registered() -> None:
     assert "ae" in MODELS.names()
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
 def make_plugin_distribution(root: Path) -> Path:
     """Write an installed-looking distribution that declares a model entry point."""
     package = root / "tinyplugin"
@@ -91,7 +94,7 @@ def test_entry_point_plugin_discovered(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from research.models import MODELS; e = MODELS.find_or_raise('tiny'); "
                                "print(e.component.__name__, e.component.name)"],
-        env={"PYTHONPATH": str(plugin_root), "PATH": ""}, capture_output=True, text=True, check=False)
+        env={"PYTHONPATH": f"{plugin_root}:{PROJECT_ROOT}", "PATH": ""}, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["Tiny", "tiny"]
 
@@ -99,7 +102,7 @@ def test_entry_point_plugin_discovered(tmp_path: Path) -> None:
 def test_plugin_model_listed_by_cli(tmp_path: Path) -> None:
     plugin_root = make_plugin_distribution(tmp_path)
     result = subprocess.run([sys.executable, "-m", "research.cli", "models"],
-                            env={"PYTHONPATH": str(plugin_root), "PATH": ""},
+                            env={"PYTHONPATH": f"{plugin_root}:{PROJECT_ROOT}", "PATH": ""},
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "tiny" in result.stdout

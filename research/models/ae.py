@@ -38,11 +38,17 @@ class Autoencoder(Model):
     default_training = TrainConfig(n_epochs=5, batch_size=256, optimizer="adam", lr=0.0091,
                                    weight_decay=1e-5)
     has_encoder = True
+    can_generate = True
+    n_codes_fitted = 10_000  # training images whose codes define the sampling Gaussian
 
     def __init__(self, config: AEConfig) -> None:
         super().__init__(config)
         self.encoder = ConvEncoder(config.n_channels, config.latent_dim, config.batch_norm)
         self.decoder = ConvDecoder(config.n_channels, config.latent_dim, config.batch_norm)
+        # A Gaussian fitted to training codes, so that sampling draws codes where
+        # the data lies instead of over the whole latent box.
+        self.register_buffer("code_mean", torch.zeros(config.latent_dim))
+        self.register_buffer("code_cov", torch.eye(config.latent_dim))
 
     @property
     def latent_dim(self) -> int:
@@ -56,6 +62,27 @@ class Autoencoder(Model):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images))
+
+    @torch.no_grad()
+    def fit_code_distribution(self, images: torch.Tensor, batch_size: int = 1024) -> None:
+        """Set the sampling Gaussian to the mean and covariance of the codes of `images`."""
+        if len(images) < 2:  # a covariance needs two codes; keep N(0, I)
+            return
+        codes = torch.cat([self.encode(images[start:start + batch_size].to(self.device))
+                           for start in range(0, len(images), batch_size)]).double()
+        self.code_mean.copy_(codes.mean(0))
+        # A small ridge keeps the covariance positive definite for degenerate codes.
+        cov = torch.cov(codes.T).reshape(self.latent_dim, self.latent_dim)
+        self.code_cov.copy_(cov + 1e-6 * torch.eye(self.latent_dim, dtype=cov.dtype, device=cov.device))
+
+    def on_fit_end(self, data: FashionMNIST) -> None:
+        self.fit_code_distribution(data.train.float_images()[:self.n_codes_fitted])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        noise = torch.randn(n, self.latent_dim, generator=generator).to(self.device)
+        scale = torch.linalg.cholesky(self.code_cov.double()).float()
+        return self.decode(self.code_mean + noise @ scale.T)
 
     def loss_terms(self, batch: Batch) -> Metrics:
         images, _ = batch

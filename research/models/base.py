@@ -113,11 +113,24 @@ class Model(nn.Module):
         """Return the final test-set metrics, keyed `test/<quantity>`."""
         return {}
 
+    def on_fit_end(self, data: FashionMNIST) -> None:
+        """Fit what the trained weights imply (code statistics, say) before the best checkpoint is final."""
+
     def on_epoch_end(self, run: Run, epoch: int, data: FashionMNIST) -> None:
         """Log per-epoch artifacts (sample grids) to `run`."""
 
     def on_train_end(self, run: Run, data: FashionMNIST) -> None:
         """Log the final figures of the model to `run`."""
+
+    # --- optional capabilities, announced by `has_encoder` and `can_generate` ----------
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Map images (B, 1, 28, 28) in [0, 1] to latent codes (B, latent_dim)."""
+        raise NotImplementedError(f"model {self.name!r} has no encoder")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Generate `n` images (n, 1, 28, 28) in [0, 1], drawing noise from `generator`."""
+        raise NotImplementedError(f"model {self.name!r} cannot generate images")
 
     # --- plain data for checkpoints -------------------------------------------------
 
