@@ -42,7 +42,7 @@ URI_FORMS = ("models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME@ALIAS, runs
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model URI points.
+    """The target of a model URI.
 
     `kind` is `model_folder` (an MLflow model at the artifact URI `location`),
     `run_checkpoint` (the artifact path `location` of run `run_id`) or `file`

@@ -13,10 +13,11 @@ What `predict` takes and returns depends on the model:
 - a model that only generates (`can_generate`): the number of samples in, images
   (n, 1, 28, 28) out.
 
-Images are float32 arrays in [0, 1] of shape (N, 1, 28, 28), (N, 28, 28) or (N, 784);
-a pandas DataFrame is read through `to_numpy()`. A sample count is an int, a
-one-element array, or a DataFrame with a column `n`; an optional column `seed` (or
-the `seed` param) fixes the noise.
+Images are a float32 numpy array (N, 1, 28, 28) with values in [0, 1]. The
+version's signature declares that tensor, so MLflow rejects other dtypes and
+shapes (DataFrames too) before `predict` runs. A sample count is an int, a
+one-element int array, or a DataFrame with a column `n`. An optional column
+`seed` (or the `seed` param) fixes the noise.
 """
 
 from __future__ import annotations
@@ -46,7 +47,11 @@ def prediction_kind(model: Any) -> str:
 
 
 def to_image_batch(model_input: Any) -> torch.Tensor:
-    """Convert pyfunc input to a float tensor (N, 1, 28, 28), rejecting other shapes."""
+    """Convert images (N, 1, 28, 28), (N, 28, 28) or (N, 784) to a float tensor (N, 1, 28, 28).
+
+    Through MLflow only (N, 1, 28, 28) arrives (the signature enforces it); the
+    other shapes serve callers of `predict_with`.
+    """
     array = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
     if array.dtype == object or not np.issubdtype(array.dtype, np.number):
         raise UsageError(f"pyfunc input must be numeric images, got dtype {array.dtype}")

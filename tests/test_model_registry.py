@@ -323,3 +323,42 @@ def test_import_research_stays_light() -> None:
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert completed.stdout.split() == ["False", "False"]
+
+
+@pytest.fixture
+def generator_only_model():
+    """A registered autoencoder variant without an encoder, so that pyfunc treats it as a generator."""
+    from research.models import MODELS, register_model
+    from research.models.ae import AEConfig, Autoencoder
+
+    @register_model("ae-generator-only")
+    class GeneratorOnlyAutoencoder(Autoencoder):
+        """The autoencoder used only to generate."""
+
+        has_encoder = False
+
+    torch.manual_seed(0)
+    yield GeneratorOnlyAutoencoder(AEConfig(n_channels=4)).eval()
+    MODELS.remove("ae-generator-only")
+
+
+def test_pyfunc_generator_takes_sample_count(generator_only_model) -> None:
+    import pandas as pd
+
+    from research.pyfunc_model import predict_with
+
+    with torch.no_grad():
+        expected = generator_only_model.sample(5, generator=torch.Generator().manual_seed(3)).numpy()
+    from_int = predict_with(generator_only_model, 5, {"seed": 3})
+    from_frame = predict_with(generator_only_model, pd.DataFrame({"n": [5], "seed": [3]}))
+    assert from_int.shape == (5, 1, 28, 28)
+    assert np.array_equal(from_int, expected)
+    assert np.array_equal(from_frame, expected)
+
+
+def test_pyfunc_generator_rejects_images(generator_only_model) -> None:
+    from research.errors import UsageError
+    from research.pyfunc_model import predict_with
+
+    with pytest.raises(UsageError, match="number of samples"):
+        predict_with(generator_only_model, fixed_images().numpy())
