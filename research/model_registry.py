@@ -206,7 +206,8 @@ def run_metrics(client: Any, run_id: str | None, prefix: str = "test/") -> dict[
         return {}
     try:
         metrics = client.get_run(run_id).data.metrics
-    except MlflowException:
+    except MlflowException as error:
+        logger.debug("No metrics for run %s: %s", run_id, error)
         return {}
     return {key: value for key, value in sorted(metrics.items()) if key.startswith(prefix)}
 

@@ -269,6 +269,12 @@ def test_uri_without_version_names_forms(store: dict) -> None:
     assert_usage_error(invoke("sample", "models:/ae"), "models:/ae/VERSION", "models:/ae@production")
 
 
+def test_unknown_run_path_lists_contents(store: dict) -> None:
+    run_id = store["run"].info.run_id
+    assert_usage_error(invoke("sample", f"runs:/{run_id}/nothing"), "no checkpoint or logged model at 'nothing'",
+                       f"runs:/{run_id}/checkpoints/best.pt", f"runs:/{run_id}/model")
+
+
 def test_unknown_run_is_rejected(store: dict) -> None:
     assert_usage_error(invoke("register", "0123456789abcdef"), "run '0123456789abcdef' not found")
 
