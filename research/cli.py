@@ -69,9 +69,15 @@ def main(ctx: click.Context, debug: bool, verbose: bool) -> None:
     configure_logging(verbose, quiet=False)
 
 
-@main.command("models")
-def models_command() -> None:
-    """List the registered models and every hyperparameter."""
+@main.group("models", invoke_without_command=True)
+@click.pass_context
+def models_group(ctx: click.Context) -> None:
+    """List the models that can be trained, with every hyperparameter.
+
+    `research models versions NAME` lists the versions of an MLflow registered model.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     from research.models import MODELS, DataConfig
 
     for entry in MODELS.entries():
@@ -115,10 +121,13 @@ def print_run_location(run_id: str, experiment_id: str) -> None:
 @click.option("--data-dir", envvar="RESEARCH_DATA_DIR", type=click.Path(file_okay=False),
               help="Folder holding the FashionMNIST idx files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--register", is_flag=True,
+              help="At the end, register the best checkpoint as a new version of the registered model MODEL.")
 def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
                 seed: int, device: str, train_size: int | None, experiment: str | None, run_name: str | None,
-                data_dir: str | None, quiet: bool) -> None:
+                data_dir: str | None, quiet: bool, register: bool) -> None:
     """Train MODEL in a new MLflow run."""
+    from research.model_registry import RegisterAtEnd
     from research.runner import RunOptions, train
     from research.spec import build_spec, split_override
 
@@ -129,10 +138,17 @@ def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None,
     spec = build_spec(model_name, values, seed=seed)
     if quiet:
         configure_logging(verbose=False, quiet=True)
+    registration = RegisterAtEnd(model_name) if register else None
+    if registration is not None:
+        registration.check_target()  # before training, so a taken name costs no training time
     options = RunOptions(experiment=experiment, run_name=run_name, device=device, data_dir=data_dir,
-                         quiet=quiet)
+                         quiet=quiet, finishers=[registration] if registration else [])
     outcome = train(spec, options)
     print_run_location(outcome.run_id, outcome.experiment_id)
+    if registration is not None and registration.version is not None:
+        version = registration.version
+        click.echo(f"Registered {version.name!r} version {version.version}; promote it with "
+                   f"`research promote {version.name} {version.version} --stage production`.")
 
 
 @main.group("data", invoke_without_command=True)
@@ -163,7 +179,7 @@ def data_fetch_command() -> None:
 
 
 # Command groups of other areas attach themselves to `main` when imported.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry",)
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 
@@ -175,4 +191,8 @@ def run() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(run())
+    # Under `python -m research.cli` this module is `__main__`, a different object from
+    # `research.cli`, and the command modules attach their commands to `research.cli.main`.
+    from research.cli import run as run_package_cli
+
+    sys.exit(run_package_cli())
