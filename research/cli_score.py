@@ -35,7 +35,7 @@ def score_command(run_id: str, n_samples: int, reference_overrides: str | None, 
     from research.tracking import Run, make_client
     from research.training import resolve_device
 
-    found = load_run_checkpoint(run_id, run_id, None)
+    found = load_run_checkpoint(run_id, run_id, None, option="RUN_ID")
     model = build_model_from_checkpoint(found.checkpoint, f"{CHECKPOINT_ARTIFACT} of run {run_id}")
     if not model.can_generate:
         raise UsageError(f"run {run_id} trained model {found.model_name!r}, which cannot generate images; "

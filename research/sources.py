@@ -57,7 +57,9 @@ def load_source_checkpoint(source: str, model_name_check: ModelNameCheck | None 
     return load_run_checkpoint(source, source, model_name_check)
 
 
-def load_run_checkpoint(source: str, run_id: str, model_name_check: ModelNameCheck | None) -> SourceCheckpoint:
+def load_run_checkpoint(source: str, run_id: str, model_name_check: ModelNameCheck | None,
+                        option: str = "--from") -> SourceCheckpoint:
+    """Download and load a run's best checkpoint; `option` names the argument in error messages."""
     from mlflow.exceptions import MlflowException
 
     from research.tracking import make_client, tracking_uri
@@ -66,7 +68,7 @@ def load_run_checkpoint(source: str, run_id: str, model_name_check: ModelNameChe
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise UsageError(f"--from {source!r}: no checkpoint file and no MLflow run {run_id!r} in the store "
+        raise UsageError(f"{option} {source!r}: no checkpoint file and no MLflow run {run_id!r} in the store "
                          f"{tracking_uri()}; pass a run id from `mlflow ui`, a checkpoint path or a "
                          "models:/NAME/VERSION URI") from None
     model_name = run.data.tags.get("research.model") or run.data.params.get("model_name")
@@ -76,7 +78,7 @@ def load_run_checkpoint(source: str, run_id: str, model_name_check: ModelNameChe
         try:
             local = client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, folder)
         except (MlflowException, OSError):
-            raise UsageError(f"--from {source!r}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact; "
+            raise UsageError(f"{option} {source!r}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact; "
                              "pass a run that finished at least one epoch") from None
         checkpoint = load_checkpoint(local)
     logger.info("Starting from %s of run %s (%s)", CHECKPOINT_ARTIFACT, run_id, checkpoint["model_name"])
