@@ -120,14 +120,19 @@ def print_run_location(run_id: str, experiment_id: str) -> None:
 @click.option("--run-name", help="MLflow run name.")
 @click.option("--data-dir", envvar="RESEARCH_DATA_DIR", type=click.Path(file_okay=False),
               help="Folder holding the FashionMNIST idx files.")
+@click.option("--from", "source", metavar="SOURCE",
+              help="Start from a trained model: a run id, a checkpoint path or a models:/NAME/VERSION URI "
+                   "(classifier: the encoder to fine-tune).")
+@click.option("--no-score", is_flag=True, help="Skip the sample-quality score of generative models.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--register", is_flag=True,
               help="At the end, register the best checkpoint as a new version of the registered model MODEL.")
 def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
                 seed: int, device: str, train_size: int | None, experiment: str | None, run_name: str | None,
-                data_dir: str | None, quiet: bool, register: bool) -> None:
+                data_dir: str | None, source: str | None, no_score: bool, quiet: bool, register: bool) -> None:
     """Train MODEL in a new MLflow run."""
     from research.model_registry import RegisterAtEnd
+    from research.models import find_model_or_raise
     from research.runner import RunOptions, train
     from research.spec import build_spec, split_override
 
@@ -135,14 +140,26 @@ def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None,
     for name, value in (("n_epochs", epochs), ("batch_size", batch_size), ("train_size", train_size)):
         if value is not None:
             values[name] = value
+    model_class = find_model_or_raise(model_name)
+    tags: dict[str, str] = {}
+    if source is not None:
+        setup = model_class.setup_from_source(source)
+        values = {**setup.overrides, **values}
+        tags.update(setup.tags)
     spec = build_spec(model_name, values, seed=seed)
     if quiet:
         configure_logging(verbose=False, quiet=True)
+    finishers: list[Any] = []
+    if model_class.can_generate and not no_score:
+        from research.scoring import score_finisher
+
+        finishers.append(score_finisher)
     registration = RegisterAtEnd(model_name) if register else None
     if registration is not None:
         registration.check_target()  # before training, so a taken name costs no training time
+        finishers.append(registration)  # last, so the version carries every metric of the run
     options = RunOptions(experiment=experiment, run_name=run_name, device=device, data_dir=data_dir,
-                         quiet=quiet, finishers=[registration] if registration else [])
+                         quiet=quiet, tags=tags, finishers=finishers)
     outcome = train(spec, options)
     print_run_location(outcome.run_id, outcome.experiment_id)
     if registration is not None and registration.version is not None:
@@ -179,7 +196,7 @@ def data_fetch_command() -> None:
 
 
 # Command groups of other areas attach themselves to `main` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry",)
+COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry", "research.cli_score")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

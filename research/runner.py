@@ -154,10 +154,31 @@ def finish_run(run: Run, spec: RunSpec, data: FashionMNIST, result: FitResult) -
     run.set_tags({"research.stopped_early": str(state.stopped_early).lower()})
     run.log_figure(loss_curve_figure(state.history, title=f"{spec.model_name} training"),
                    "figures/loss_curve.png")
+    log_milestones(run, model, state.history)
     model.on_train_end(run, data)
     shown = "  ".join(f"{key} {value:.4g}" for key, value in test_metrics.items())
     logger.info("Finished after %d epochs (best epoch %d)  %s", state.epoch, state.best_epoch, shown)
     return test_metrics
+
+
+def log_milestones(run: Run, model: Any, history: list[dict[str, float]]) -> None:
+    """Log when each of the model's milestones was first reached, or tag that it never was.
+
+    `seconds_to_<name>` sums `epoch_time_s` (training and validation) up to that epoch.
+    """
+    for name, (key, threshold) in model.milestones.items():
+        seconds = 0.0
+        reached = False
+        for record in history:
+            seconds += record.get("epoch_time_s", 0.0)
+            if record.get(key, float("-inf")) >= threshold:
+                epoch = int(record["epoch"])
+                run.log_metrics({f"epochs_to_{name}": epoch, f"seconds_to_{name}": seconds}, step=epoch)
+                reached = True
+                break
+        run.set_tags({f"research.reached_{name}": str(reached).lower()})
+        if not reached:
+            logger.info("%s never reached %g in %d epochs", key, threshold, len(history))
 
 
 def end_unfinished(run: Run, error: BaseException, trainer: Trainer | None, checkpoint_dir: Path) -> None:

@@ -130,6 +130,8 @@ class Trainer:
     def fit(self) -> FitResult:
         """Train until the last epoch or early stopping; return the model at its best epoch."""
         started = time.perf_counter()
+        if self.state.global_step == 0:
+            self.model.on_fit_start()
         with StopRequest() as stop:
             while self.state.epoch < self.train_config.n_epochs and not self.state.stopped_early:
                 record = self.run_epoch(self.state.epoch + 1, stop)

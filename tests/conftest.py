@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from research.data import DATA_DIR_ENV, locate
+
+# A reference classifier small enough for tests (2,048 images) that still separates the classes.
+SMALL_REFERENCE = "n_epochs=2,train_size=2048,val_fraction=0.05,batch_size=64,lr=0.003"
 
 
 @pytest.fixture
@@ -61,3 +65,14 @@ def write_fake_dataset(folder: Path, n_train: int = 60_000, n_test: int = 10_000
         high = 256 if kind == "images" else 10
         write_idx(folder / stem, rng.integers(0, high, size=shape), compress=compress)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_reference_classifier() -> Iterator[None]:
+    """Score generative runs with a small reference classifier, so that runs in tests stay quick."""
+    from research.scoring import REFERENCE_ENV
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(REFERENCE_ENV, SMALL_REFERENCE)
+    yield
+    patch.undo()

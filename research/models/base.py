@@ -70,6 +70,9 @@ class Model(nn.Module):
     monitor: ClassVar[str | None] = "loss"
     has_encoder: ClassVar[bool] = False
     can_generate: ClassVar[bool] = False
+    # Named validation thresholds whose first crossing the run reports as
+    # `epochs_to_<name>` and `seconds_to_<name>`: name -> (metric key, minimum value).
+    milestones: ClassVar[Mapping[str, tuple[str, float]]] = {}
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -113,6 +116,13 @@ class Model(nn.Module):
         """Return the final test-set metrics, keyed `test/<quantity>`."""
         return {}
 
+    def on_fit_start(self) -> None:
+        """Load the weights that training starts from, such as a pretrained encoder.
+
+        The loop calls it before the first step of a new run; a resumed run skips
+        it because its checkpoint already holds those weights.
+        """
+
     def on_fit_end(self, data: FashionMNIST) -> None:
         """Fit what the trained weights imply (code statistics, say) before the best checkpoint is final."""
 
@@ -132,6 +142,18 @@ class Model(nn.Module):
         """Generate `n` images (n, 1, 28, 28) in [0, 1], drawing noise from `generator`."""
         raise NotImplementedError(f"model {self.name!r} cannot generate images")
 
+    # --- starting from another run (`research run MODEL --from SOURCE`) ----------------
+
+    @classmethod
+    def setup_from_source(cls, source: str) -> SourceSetup:
+        """Return the overrides and run tags that start this model from `source`.
+
+        `source` is a run id, a checkpoint path or a `models:/` URI. Models that
+        start from scratch reject it.
+        """
+        raise UsageError(f"model {cls.name!r} trains from scratch and takes no --from {source!r}; "
+                         "drop --from, or use a model that starts from a trained encoder (classifier)")
+
     # --- plain data for checkpoints -------------------------------------------------
 
     def extra_state(self) -> dict[str, Any]:
@@ -140,6 +162,14 @@ class Model(nn.Module):
 
     def load_extra_state(self, state: Mapping[str, Any]) -> None:
         """Restore what `extra_state` returned."""
+
+
+@dataclass(frozen=True)
+class SourceSetup:
+    """What `--from` adds to a run: hyperparameter overrides and MLflow run tags."""
+
+    overrides: dict[str, Any]
+    tags: dict[str, str]
 
 
 def build_optimizer(parameters: Any, train: TrainConfig) -> torch.optim.Optimizer:
