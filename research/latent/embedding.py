@@ -20,13 +20,14 @@ logger = logging.getLogger(__name__)
 METHODS = ("pca", "tsne", "umap")
 METHOD_TITLES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
-# Fewest points each method runs on. UMAP's spectral initialisation needs more
-# points than components + 1, and two points already make a PCA or t-SNE view.
+# Minimum number of points per method. UMAP's spectral initialisation fails on
+# 3 points or fewer (umap-learn 0.5.12), and two points already make a PCA or t-SNE view.
 MIN_POINTS = {"pca": 2, "tsne": 2, "umap": 4}
-# sklearn's trustworthiness compares all pairwise distances, so it runs on a
-# subsample: 2,000 points cost about 32 MB and well under a second.
+# sklearn's trustworthiness builds the full pairwise distance matrix, so it runs
+# on a subsample: 2,000 points need 32 MB where 10,000 would need 800 MB.
 MAX_TRUSTWORTHINESS_POINTS = 2000
 TRUSTWORTHINESS_NEIGHBORS = 5
+FFT_MIN_POINTS = 10_000  # t-SNE switches from Barnes-Hut to FFT gradients at this size
 
 
 @dataclass
@@ -88,23 +89,26 @@ def components_for_variance(ratios: np.ndarray, share: float = 0.9) -> int:
 def tsne_view(codes: np.ndarray, perplexity: float, seed: int) -> tuple[np.ndarray, float]:
     """Return the openTSNE embedding (N, 2) and the perplexity it used.
 
-    openTSNE with PCA initialisation and FFT-accelerated gradients gives the
-    layout of scikit-learn's exact-gradient t-SNE in a fraction of the time,
-    and keeps global structure better than a random start.
+    openTSNE runs its gradients on several threads, and PCA initialisation
+    keeps the global arrangement of the clusters more stable than a random
+    start does.
     """
     from openTSNE import TSNE
 
     effective = clamp_perplexity(perplexity, len(codes))
-    tsne = TSNE(perplexity=effective, initialization="pca", n_jobs=n_workers(), random_state=seed,
-                verbose=False)
+    # FFT gradients have a fixed cost per iteration that dominates on small sets:
+    # on 300 codes, openTSNE 1.0.4 took 3 s of CPU with Barnes-Hut and 19 s with FFT.
+    method = "fft" if len(codes) >= FFT_MIN_POINTS else "bh"
+    tsne = TSNE(perplexity=effective, initialization="pca", negative_gradient_method=method,
+                n_jobs=n_workers(), random_state=seed, verbose=False)
     return np.asarray(tsne.fit(codes.astype(np.float64))), effective
 
 
 def umap_view(codes: np.ndarray, n_neighbors: int, seed: int) -> tuple[np.ndarray, int]:
     """Return the UMAP embedding (N, 2) and the number of neighbours it used."""
-    # numba compiles UMAP's kernels on first use (about 30 s on 2 cores); with a
-    # cache folder, later processes load the compiled code instead. numba reads
-    # the variable when it is first imported.
+    # numba compiles UMAP's kernels on first use in a process. With a cache
+    # folder, later processes load the kernels marked cache=True instead. numba
+    # reads the variable when it is first imported.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir() / "numba"))
     import umap
 
@@ -115,7 +119,7 @@ def umap_view(codes: np.ndarray, n_neighbors: int, seed: int) -> tuple[np.ndarra
 
 
 def trustworthiness(codes: np.ndarray, points: np.ndarray, seed: int) -> float | None:
-    """Return sklearn's trustworthiness of a view, on a seeded subsample; None below 4 points."""
+    """Return sklearn's trustworthiness of a view, on a seeded subsample; None below 3 points."""
     from sklearn.manifold import trustworthiness as sklearn_trustworthiness
 
     n = len(codes)

@@ -42,7 +42,7 @@ N_INTERPOLATION_STEPS = 10
 
 @dataclass(frozen=True)
 class ExploreOptions:
-    """What to explore: how many test codes, which 2-D views, and their neighbourhood sizes."""
+    """Settings of a latent exploration: the number of test codes, the 2-D views and their neighbourhood sizes."""
 
     n_samples: int | None = None  # test images to encode; None encodes the whole test set
     methods: tuple[str, ...] = METHODS

@@ -1,9 +1,9 @@
 """Latent codes to decode: draws from fitted Gaussians and the bounding box, and interpolations.
 
 The reference workflow decoded codes drawn uniformly over the box that bounds
-the training codes; many of them fall between the class clusters and decode to
-no garment. A Gaussian fitted to the codes, or one per class, draws where the
-data lies instead.
+the training codes. Many of those codes fall between the class clusters and
+decode to no garment, so a Gaussian fitted to the codes, or one per class,
+draws where the data lies instead.
 """
 
 from __future__ import annotations

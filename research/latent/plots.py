@@ -54,7 +54,11 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray, title: str) -> Figure
     names = np.asarray(CLASS_NAMES)[labels]
     present = [name for name in CLASS_NAMES if name in set(names)]
     fig, ax = plt.subplots(figsize=(8, 6.5))
-    size = 3 if len(points) > 2000 else 12 if len(points) > 200 else 40
+    size = 40  # marker area in points², smaller as the points crowd
+    if len(points) > 2000:
+        size = 3
+    elif len(points) > 200:
+        size = 12
     sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=names, hue_order=present,
                     palette=sns.color_palette("tab10", len(CLASS_NAMES))[:len(present)], s=size,
                     linewidth=0, alpha=0.8, ax=ax)
