@@ -24,8 +24,13 @@ from research.data import CLASS_NAMES, FashionMNIST, Split
 from research.errors import UsageError
 from research.latent import generation
 from research.latent.embedding import METHOD_TITLES, METHODS, components_for_variance, embed, n_workers, pca_view
-from research.latent.plots import ImagePanel, image_panels_figure, interpolation_figure, pca_variance_figure, \
-    scatter_figure
+from research.latent.plots import (
+    ImagePanel,
+    image_panels_figure,
+    interpolation_figure,
+    pca_variance_figure,
+    scatter_figure,
+)
 from research.latent.probes import probe_accuracies
 from research.tracking import Run
 
@@ -119,6 +124,7 @@ def explore(run: Run, model: Any, data: FashionMNIST, options: ExploreOptions | 
         raise UsageError(f"model {getattr(model, 'name', type(model).__name__)!r} has no encoder, so it has "
                          "no latent space to explore; explore a run of a model with an encoder (ae, vae)")
     timer = Timer()
+    started = time.perf_counter()
     was_training = model.training
     model.eval()
     try:
@@ -141,7 +147,7 @@ def explore(run: Run, model: Any, data: FashionMNIST, options: ExploreOptions | 
     finally:
         model.train(was_training)
     metrics.update(timer.metrics())
-    metrics["time_total_s"] = sum(timer.seconds.values())
+    metrics["time_total_s"] = time.perf_counter() - started
     latent_metrics = {f"latent/{key}": value for key, value in metrics.items()}
     run.log_metrics(latent_metrics, step=step)
     logger.info("Latent exploration took %.1f s: %s", metrics["time_total_s"], "  ".join(
@@ -219,7 +225,6 @@ def log_generation(run: Run, model: Any, train: Codes, test: Codes, seed: int) -
         labels = [f"{CLASS_NAMES[test.labels[a]]} → {CLASS_NAMES[test.labels[b]]}" for a, b in pairs]
         run.log_figure(interpolation_figure(images.reshape(len(pairs), N_INTERPOLATION_STEPS, *images.shape[1:]),
                                             labels), "latent/interpolations.png")
-    return metrics
 
 
 def log_model_samples(run: Run, model: Any, seed: int) -> None:
