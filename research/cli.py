@@ -223,4 +223,8 @@ def run() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(run())
+    # Under `python -m research.cli` this file runs as `__main__`, but the command
+    # modules attach to the group of the imported `research.cli`, so run that one.
+    from research.cli import run as run_imported_cli
+
+    sys.exit(run_imported_cli())
