@@ -6,7 +6,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -107,6 +107,41 @@ def print_run_location(run_id: str, experiment_id: str) -> None:
                f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs/{run_id}")
 
 
+def parse_methods(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from research.latent import METHODS
+
+    methods = tuple(name.strip().lower() for name in value.split(",") if name.strip())
+    unknown = [name for name in methods if name not in METHODS]
+    if unknown or not methods:
+        raise click.BadParameter(f"{value!r} names no known view; give a comma-separated list of "
+                                 f"{', '.join(METHODS)}", ctx=ctx, param=param)
+    return methods
+
+
+def explore_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options of the latent exploration, shared by `run` and `explore`."""
+    options = [
+        click.option("--n-samples", type=click.IntRange(min=1),
+                     help="Test images to encode for the latent views (default: the whole test set)."),
+        click.option("--methods", default="pca,tsne,umap", show_default=True, callback=parse_methods,
+                     help="Comma-separated 2-D views of the latent codes."),
+        click.option("--perplexity", type=click.FloatRange(min=0, min_open=True), default=30.0,
+                     show_default=True, help="t-SNE perplexity, lowered to what the number of points allows."),
+        click.option("--n-neighbors", type=click.IntRange(min=2), default=15, show_default=True,
+                     help="UMAP neighbours, lowered to what the number of points allows."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def make_explore_options(n_samples: int | None, methods: tuple[str, ...], perplexity: float,
+                         n_neighbors: int) -> Any:
+    from research.latent import ExploreOptions
+
+    return ExploreOptions(n_samples=n_samples, methods=methods, perplexity=perplexity, n_neighbors=n_neighbors)
+
+
 @main.command("run")
 @click.argument("model_name", metavar="MODEL")
 @click.option("-p", "--param", "overrides", multiple=True, metavar="NAME=VALUE",
@@ -127,10 +162,19 @@ def print_run_location(run_id: str, experiment_id: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--register", is_flag=True,
               help="At the end, register the best checkpoint as a new version of the registered model MODEL.")
+@click.option("--no-explore", is_flag=True,
+              help="Skip the latent exploration that runs after training a model with an encoder.")
+@explore_options
 def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
                 seed: int, device: str, train_size: int | None, experiment: str | None, run_name: str | None,
-                data_dir: str | None, source: str | None, no_score: bool, quiet: bool, register: bool) -> None:
-    """Train MODEL in a new MLflow run."""
+                data_dir: str | None, source: str | None, no_score: bool, quiet: bool, register: bool,
+                no_explore: bool, n_samples: int | None, methods: tuple[str, ...], perplexity: float,
+                n_neighbors: int) -> None:
+    """Train MODEL in a new MLflow run.
+
+    A model with an encoder is then explored in the same run (latent views,
+    probes, generation from codes; see `research explore`) unless --no-explore.
+    """
     from research.model_registry import RegisterAtEnd
     from research.models import find_model_or_raise
     from research.runner import RunOptions, train
@@ -150,6 +194,10 @@ def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None,
     if quiet:
         configure_logging(verbose=False, quiet=True)
     finishers: list[Any] = []
+    if model_class.has_encoder and not no_explore:
+        from research.latent import explore_finisher
+
+        finishers.append(explore_finisher(make_explore_options(n_samples, methods, perplexity, n_neighbors)))
     if model_class.can_generate and not no_score:
         from research.scoring import score_finisher
 
@@ -196,7 +244,7 @@ def data_fetch_command() -> None:
 
 
 # Command groups of other areas attach themselves to `main` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry", "research.cli_score")
+COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry", "research.cli_score", "research.cli_explore")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

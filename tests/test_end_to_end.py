@@ -26,7 +26,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) 
     patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
     patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "2", "--train-size", "2048", "--quiet",
-                                       "--run-name", "e2e", "-p", "latent_dim=6"])
+                                       "--run-name", "e2e", "-p", "latent_dim=6", "--no-explore"])
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("ae").experiment_id])
     yield {"result": result, "client": client, "run": runs[0], "folder": folder}
