@@ -45,8 +45,9 @@ class AdversarialModel(Model):
     The training step returns `d_loss` (the sum of the discriminator's BCE on real
     and on generated images), `g_loss`, `d_real` (mean D(x)) and `d_fake` (mean
     D(G(z)) before the discriminator's update). Adam uses betas (adam_beta1, 0.999);
-    β1 = 0.5 follows Radford et al. (2016), who found the usual 0.9 made GAN
-    training oscillate.
+    β1 = 0.5 follows Radford, Metz and Chintala, "Unsupervised Representation
+    Learning with Deep Convolutional Generative Adversarial Networks" (ICLR 2016),
+    who found that the usual 0.9 made training oscillate and become unstable.
     """
 
     Config = AdversarialConfig

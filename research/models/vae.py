@@ -31,7 +31,7 @@ N_SAMPLES = 64
 class VAEConfig(Config):
     """Hyperparameters of the convolutional β-VAE."""
 
-    n_channels: int = param(16, "channels of the first convolution; later ones use 2n and 4n", min=1, max=512)
+    n_channels: int = param(11, "channels of the first convolution; later ones use 2n and 4n", min=1, max=512)
     latent_dim: int = param(2, "size of the latent code", min=1, max=4096)
     beta: float = param(2.0, "weight of the KL term; above 1 favours disentangled latent factors", min=0.0)
     reconstruction: str = param("bce", "reconstruction term: per-pixel binary cross-entropy or squared "
@@ -47,8 +47,9 @@ class VAE(Model):
     over the batch: recon_loss sums the per-pixel binary cross-entropy (or
     squared error) over the 784 pixels, and kl sums KL(q(z|x) || N(0, I)) over
     the latent dimensions. Summing per image keeps the two terms on the scale of
-    the ELBO, so beta = 1 is the plain VAE; a per-pixel mean would shrink the
-    reconstruction term 784-fold and let the KL term collapse the codes.
+    the ELBO, so beta = 1 is the plain VAE. A per-pixel mean would shrink the
+    reconstruction term 784-fold, which acts like a 784 times larger beta and
+    pulls every posterior towards the prior.
     """
 
     Config = VAEConfig
