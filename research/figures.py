@@ -104,6 +104,44 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str],
                 xticklabels=class_names, yticklabels=class_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
+
+def score_curve_figure(history: Mapping[str, Sequence[tuple[int, float]]], *,
+                       title: str = "Discriminator scores") -> Figure:
+    """Plot discriminator scores (mean D(x), mean D(G(z))) against the epoch on one axis.
+
+    `history` maps a metric key such as `train/d_real` to its (epoch, value) pairs.
+    A dotted line marks 0.5, where the discriminator cannot tell real from generated.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, points in history.items():
+        if points:
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, "-s" if key.startswith("val/") else "-o", label=key, markersize=3)
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean discriminator output")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def latent_manifold_figure(images: torch.Tensor, z1_values: Sequence[float], z2_values: Sequence[float],
+                           *, title: str = "Decoded latent grid") -> Figure:
+    """Show images decoded from a regular grid over two latent dimensions.
+
+    `images` is (len(z2_values) * len(z1_values), 1, 28, 28) in row-major order,
+    the first row decoded at the largest z2, so that z2 grows upwards as on a plot.
+    """
+    n_columns = len(z1_values)
+    canvas = np.asarray(image_grid(images, n_columns, padding=0, scale=1))
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=255,
+              extent=(z1_values[0], z1_values[-1], z2_values[0], z2_values[-1]), aspect="auto")
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
     ax.set_title(title)
     fig.tight_layout()
     return fig
@@ -125,5 +163,27 @@ def misclassified_figure(images: torch.Tensor, true_labels: Sequence[int], predi
         ax.set_title(f"true {class_names[true_labels[index]]}\npred {class_names[predicted_labels[index]]}",
                      fontsize=7)
     fig.suptitle("Misclassified test images")
+
+def traversal_figure(images: torch.Tensor, dimensions: Sequence[int], values: Sequence[float], *,
+                     title: str = "Latent traversals") -> Figure:
+    """Show one row of decoded images per latent dimension, that dimension set to each of `values`.
+
+    `images` is (len(dimensions) * len(values), 1, 28, 28) in row-major order.
+    """
+    tiles = to_numpy_images(images)
+    n_rows, n_columns = len(dimensions), len(values)
+    fig, axes = plt.subplots(n_rows, n_columns, figsize=(0.9 * n_columns + 0.8, 0.9 * n_rows + 0.8),
+                             squeeze=False)
+    for index, tile in enumerate(tiles):
+        row, column = divmod(index, n_columns)
+        ax = axes[row][column]
+        ax.imshow(tile, cmap="gray", vmin=0, vmax=255)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if column == 0:
+            ax.set_ylabel(f"z{dimensions[row] + 1}", rotation=0, labelpad=14)
+        if row == n_rows - 1:
+            ax.set_xlabel(f"{values[column]:.2g}")
+    fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -127,6 +127,11 @@ class Run:
     def log_file(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
         self._call("log_artifact", str(local_path), artifact_dir)
 
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """Return the (step, value) pairs logged for `key`, ordered by step; empty when none."""
+        metrics = self._call("get_metric_history", key) or []
+        return sorted((metric.step, metric.value) for metric in metrics)
+
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run FINISHED, FAILED or KILLED."""
         try:

@@ -192,9 +192,11 @@ class Trainer:
 
         self.run.log_metrics({key: value for key, value in record.items() if key != "epoch"}, step=epoch)
         self.log_epoch(record)
-        self.write_checkpoints(improved)
+        # Before the checkpoints, so that state the model keeps per epoch (a GAN's
+        # sample grids) is in the checkpoint of that epoch.
         self.model.on_epoch_end(self.run, epoch, self.data)
         self.model.train()
+        self.write_checkpoints(improved)
         for callback in self.callbacks:
             callback(epoch, record)
 

@@ -35,7 +35,7 @@ def find_model_or_raise(name: str) -> type[Model]:
 
 
 # Importing the built-in models registers them.
-from research.models import ae, classifier, cnn  # noqa: E402,F401
+from research.models import ae, classifier, cnn, dcgan, gan, vae  # noqa: E402,F401
 
 __all__ = ["MODELS", "Batch", "DataConfig", "Metrics", "Model", "TrainConfig", "find_model_or_raise",
            "register_model"]

@@ -78,6 +78,15 @@ class Model(nn.Module):
         super().__init__()
         self.config = config
 
+    @classmethod
+    def example_config(cls) -> Config:
+        """Return a valid config for tests that build every registered model generically.
+
+        The default config; a model that cannot be built from defaults alone
+        (one that needs a trained encoder, say) overrides this.
+        """
+        return cls.Config()
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
