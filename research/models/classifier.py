@@ -93,10 +93,20 @@ class Classifier(ClassifierModel):
     def frozen(self) -> bool:
         return self.config.mode == "freeze"
 
-    @torch.no_grad()
     def code_size(self) -> int:
+        """Return the size of the codes, and fix the backbone parameters that `encode` does not use.
+
+        The backbone is the whole source model, so an autoencoder's decoder comes
+        along; it gets no gradient and must not count as trained.
+        """
         self.backbone.eval()
-        return int(self.backbone.encode(torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)).shape[1])
+        codes = self.backbone.encode(torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE))
+        codes.sum().backward()
+        for parameter in self.backbone.parameters():
+            if parameter.grad is None:
+                parameter.requires_grad_(False)
+            parameter.grad = None
+        return int(codes.shape[1])
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
@@ -118,7 +128,8 @@ class Classifier(ClassifierModel):
         if self.frozen:
             return {"main": build_optimizer(head, train)}
         groups = [{"params": head},
-                  {"params": list(self.backbone.parameters()), "lr": train.lr * self.config.encoder_lr_scale}]
+                  {"params": [parameter for parameter in self.backbone.parameters() if parameter.requires_grad],
+                   "lr": train.lr * self.config.encoder_lr_scale}]
         return {"main": build_optimizer(groups, train)}
 
     # --- the source -----------------------------------------------------------------------
