@@ -163,7 +163,7 @@ def data_fetch_command() -> None:
 
 
 # Command groups of other areas attach themselves to `main` when imported.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("research.cli_sweep",)
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 
@@ -175,4 +175,6 @@ def run() -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(run())
+    # Under `python -m` this file runs as `__main__`, while command modules attach
+    # to the `main` of the imported `research.cli`, so run that one.
+    sys.exit(importlib.import_module("research.cli").run())
