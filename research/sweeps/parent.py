@@ -130,7 +130,7 @@ def log_plots(run: Run, study: Any) -> None:
                 logger.debug("Skipping %s: %s", artifact, error)
                 plt.close("all")
                 continue
-        figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
-        figure.set_size_inches(max(figure.get_figwidth(), 8), max(figure.get_figheight(), 5))
-        figure.tight_layout()
+            figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+            figure.set_size_inches(max(figure.get_figwidth(), 8), max(figure.get_figheight(), 5))
+            figure.tight_layout()
         run.log_figure(figure, artifact)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 from research.errors import UsageError
@@ -43,9 +44,12 @@ def make_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> Any:
         # A server may drop idle connections while a long trial trains.
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                          grace_period=GRACE_PERIODS * heartbeat_s,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+        with warnings.catch_warnings():
+            # Heartbeats are marked experimental since Optuna 2.9 and work as documented.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                              grace_period=GRACE_PERIODS * heartbeat_s, heartbeat_stale_trial_callback=retry)
     except (ImportError, ModuleNotFoundError) as error:
         raise UsageError(f"cannot open Optuna storage {redact(url)}: {error}; install the database driver "
                          "(psycopg2-binary for PostgreSQL, pymysql for MySQL)") from None

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,7 +202,9 @@ def recover_stale_trials(study: Any, job: SweepJob) -> int:
     import optuna
 
     before = {trial.number for trial in study.get_trials(deepcopy=False) if trial.state.name == "FAIL"}
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     stale = [trial for trial in study.get_trials(deepcopy=False)
              if trial.state.name == "FAIL" and trial.number not in before]
     if not stale:
