@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,33 +44,38 @@ class TargetReached(Exception):
 
 @dataclass
 class SessionTimes:
-    """Where one worker's time went, for the bookkeeping share of a sweep."""
+    """Time spent by one worker, split into training epochs and the rest (bookkeeping)."""
 
     started: float = field(default_factory=time.perf_counter)
     epoch_seconds: float = 0.0
     n_epochs: int = 0
     n_trials: int = 0
+    tracking_seconds: float = 0.0  # MLflow calls of the trial runs that completed
 
     def summary(self, reporter_seconds: float) -> str:
         total = time.perf_counter() - self.started
         share = 100 * (total - self.epoch_seconds) / total if total else 0.0
         return (f"{self.n_trials} trials, {self.n_epochs} epochs in {total:.1f} s: training epochs "
-                f"{self.epoch_seconds:.1f} s, everything else {share:.1f} % "
-                f"(parent run refreshes {reporter_seconds:.1f} s)")
+                f"{self.epoch_seconds:.1f} s, everything else {share:.1f} % (MLflow calls of complete "
+                f"trial runs {self.tracking_seconds:.1f} s, parent run refreshes {reporter_seconds:.1f} s)")
 
 
 class PruningCallback:
-    """Report the objective to Optuna after each epoch and stop the trial when the pruner says so."""
+    """Report the objective to Optuna after each epoch and stop the trial when the pruner decides to."""
 
-    def __init__(self, trial: Any, metric: str, times: SessionTimes) -> None:
+    def __init__(self, trial: Any, metric: str, times: SessionTimes, on_first_epoch: Callable[[], None]) -> None:
         self.trial = trial
         self.metric = metric
         self.times = times
+        self.on_first_epoch: Callable[[], None] | None = on_first_epoch
         self.warned = False
 
     def __call__(self, epoch: int, record: Mapping[str, float]) -> None:
         import optuna
 
+        if self.on_first_epoch is not None:
+            self.on_first_epoch()
+            self.on_first_epoch = None
         self.times.n_epochs += 1
         self.times.epoch_seconds += float(record.get("epoch_time_s", 0.0))
         value = record.get(self.metric)
@@ -138,8 +143,10 @@ class Objective:
                 "research.sweep": job.definition.name, **job.tags}
         options = RunOptions(experiment=job.experiment, run_name=f"trial-{trial.number:04d}", device=job.device,
                              data_dir=job.data_dir, quiet=True, tags=tags, parent_run_id=job.parent_run_id,
-                             callbacks=[PruningCallback(trial, job.definition.metric, self.times)], finishers=[])
+                             callbacks=[PruningCallback(trial, job.definition.metric, self.times,
+                                                        lambda: self.link_run(trial))], finishers=[])
         outcome = train(spec, options, data=self.dataset(spec))
+        self.times.tracking_seconds += outcome.tracking_seconds
         trial.set_user_attr(RUN_ATTR, outcome.run_id)
         value = objective_value(job.definition.metric, job.definition.direction, outcome)
         self.client.set_tag(outcome.run_id, STATE_TAG, "COMPLETE" if math.isfinite(value) else "FAIL")
@@ -153,6 +160,12 @@ class Objective:
         if key not in self.datasets:
             self.datasets[key] = load_data(spec, self.job.data_dir)
         return self.datasets[key]
+
+    def link_run(self, trial: Any) -> None:
+        """Store the running trial's MLflow run id, so the trial links to its run even if its worker dies."""
+        run = find_trial_run(self.client, self.job, trial.number)
+        if run is not None:
+            trial.set_user_attr(RUN_ATTR, run.info.run_id)
 
     def mark_run(self, trial: Any, status: str | None, state: str) -> None:
         """Link a trial that did not complete to its run and record its state there."""
