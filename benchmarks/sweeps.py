@@ -2,11 +2,12 @@
 
     python benchmarks/sweeps.py --n-trials 12 --epochs 3 --train-size 2048 --out /tmp/sweep-bench
 
-Runs shortened variants of `sweeps/ae-reference.yaml` (same search space, sampler
-and pruner; fewer epochs and trials, a training subset and 5 % of the training
-images for validation) through the `research` command in subprocesses, each in
-its own folder with its own Optuna and MLflow SQLite files, and prints a Markdown
-table.
+Runs shortened variants of `sweeps/ae-reference.yaml` through the `research`
+command in subprocesses. The variants keep the search space, sampler and pruner
+type, but have fewer epochs and trials, train on a subset and validate on 5 % of
+the training images. The pruner starts after `--n-startup-trials` trials. Each
+sweep runs in its own folder with its own Optuna and MLflow SQLite files, and the
+script prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -62,12 +63,16 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-size", type=int, default=2048)
+    parser.add_argument("--n-startup-trials", type=int, default=2,
+                        help="trials before the pruner starts (the shipped sweep waits for 5 of 100)")
     parser.add_argument("--worker-trials", type=int, default=6, help="trials of the 1-against-2-workers sweep")
     parser.add_argument("--out", type=Path, required=True, help="an empty folder for the stores")
     args = parser.parse_args()
 
     results = {}
-    for name, pruner in (("pruned", None), ("unpruned", {"type": "none"})):
+    reference = yaml.safe_load((REPOSITORY / "sweeps" / "ae-reference.yaml").read_text())["pruner"]
+    shortened = {**reference, "n_startup_trials": args.n_startup_trials}
+    for name, pruner in (("pruned", shortened), ("unpruned", {"type": "none"})):
         write_variant(args.out / name / "sweeps", name, args.epochs, pruner)
         results[name] = run_sweep(args.out / name, name, args, args.n_trials)
     for workers in (1, 2):
