@@ -29,6 +29,11 @@ TINY_SWEEP: dict[str, Any] = {
 }
 
 
+# What a plugin distribution's `research.sweeps` entry point may name: a mapping
+# with a sweep file's keys.
+PLUGIN_SWEEP: dict[str, Any] = {**TINY_SWEEP, "n_trials": 7}
+
+
 def write_sweep(folder: Path, name: str = "tiny", **changes: Any) -> Path:
     """Write the tiny sweep, with top-level keys replaced by `changes`, as `folder/name.yaml`."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import optuna
@@ -106,6 +107,15 @@ def test_lookup_from_env_folder(workdir: Path, monkeypatch: pytest.MonkeyPatch) 
     register_sweep_folders()
     assert find_sweep_or_raise("from-env").model == "ae"
     assert SWEEPS.find_or_raise("ae-reference").source.endswith("sweeps")
+
+
+def test_lookup_from_entry_point() -> None:
+    entry_point = EntryPoint(name="plugin-tiny", value="tests.sweep_helpers:PLUGIN_SWEEP", group="research.sweeps")
+    SWEEPS.load_entry_point(entry_point)
+    definition = find_sweep_or_raise("plugin-tiny")
+    assert definition.n_trials == 7
+    assert definition.source == "entry point 'plugin-tiny'"
+    SWEEPS.remove("plugin-tiny")
 
 
 def test_unknown_sweep_lists_names(workdir: Path) -> None:
