@@ -15,6 +15,7 @@ from registry import UnknownNameError
 from research.cli import main
 from research.sweeps import (SWEEPS, SweepFileError, find_sweep_or_raise, load_sweep_file, register_sweep_folders,
                              sweep_folders)
+from research.sweeps.storage import redact, storage_url
 from research.sweeps.study import SweepJob
 from research.sweeps.worker import prepare
 from tests.sweep_helpers import TINY_SWEEP, write_sweep
@@ -170,3 +171,16 @@ def test_status_of_missing_study(workdir: Path) -> None:
     assert result.exit_code == 2
     assert "no study 'tiny'" in result.output
     assert optuna.get_all_study_names(f"sqlite:///{workdir / 'optuna.db'}") == []
+
+
+def test_storage_password_redacted() -> None:
+    assert redact("postgresql://research:secret@db-host:5432/optuna") == "postgresql://research:***@db-host:5432/optuna"
+    assert redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
+
+
+def test_storage_url_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESEARCH_OPTUNA_STORAGE", "sqlite:///elsewhere.db")
+    assert storage_url() == "sqlite:///elsewhere.db"
+    assert storage_url("sqlite:///given.db") == "sqlite:///given.db"
+    monkeypatch.delenv("RESEARCH_OPTUNA_STORAGE")
+    assert storage_url() == "sqlite:///optuna.db"

@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 def run_sweep(job: SweepJob) -> dict[str, int]:
     """Run `job` until its study has `job.n_trials` finished trials; return the trial counts by state.
 
-    The parent run ends FINISHED when the target is reached, KILLED when the
-    timeout or an interrupt stopped the sweep first; either way its table,
+    The parent run ends FINISHED when the target is reached, and KILLED when
+    the timeout or an interrupt stopped the sweep first. Either way its table,
     best values and plots are refreshed last.
     """
     study, parent = prepare(job)

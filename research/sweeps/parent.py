@@ -1,6 +1,6 @@
 """The study's parent MLflow run: found again on resume, refreshed as trials finish.
 
-The parent run holds the trials table (`trials.csv`), the best value and
+The parent run contains the trials table (`trials.csv`), the best value and
 parameters (metric `best/value`, tags `best.<name>`, `best_params.json`) and
 Optuna's matplotlib plots under `figures/`. The study stores the parent's run
 id as a user attribute, so every later start and every worker logs to the same

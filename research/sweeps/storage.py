@@ -1,4 +1,4 @@
-"""Where studies live: Optuna RDB storage on SQLite (default) or a database server.
+"""Study storage: Optuna RDB storage on SQLite (default) or a database server.
 
 Several processes share one SQLite file through SQLite's own locking: each
 connection waits up to `SQLITE_BUSY_TIMEOUT_S` for a lock instead of failing
@@ -37,6 +37,7 @@ def make_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> Any:
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+    url = with_installed_driver(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
@@ -59,6 +60,22 @@ def make_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> Any:
         raise UsageError(f"cannot open Optuna storage {redact(url)}: {type(error).__name__}: {error}; "
                          "check the URL (for example sqlite:///optuna.db or "
                          "postgresql://user:password@host/database) and that the server runs") from None
+
+
+def with_installed_driver(url: str) -> str:
+    """Name psycopg2 in a plain `postgresql://` URL when psycopg 3 is not installed.
+
+    SQLAlchemy 2.1 maps `postgresql://` to psycopg 3, while many installs (and
+    this project's test extra) have psycopg2 only.
+    """
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql" or importlib.util.find_spec("psycopg") is not None:
+        return url
+    if importlib.util.find_spec("psycopg2") is None:
+        return url
+    return f"postgresql+psycopg2{sep}{rest}"
 
 
 def redact(url: str) -> str:
