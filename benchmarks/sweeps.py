@@ -1,6 +1,6 @@
 """Measure sweeps: pruning against no pruning, the bookkeeping share, and 1 against 2 workers.
 
-    python benchmarks/sweeps.py --n-trials 12 --epochs 3 --train-size 2048 --out /tmp/sweep-bench
+    python benchmarks/sweeps.py --n-trials 6 --epochs 3 --train-size 512 --out /tmp/sweep-bench
 
 Runs shortened variants of `sweeps/ae-reference.yaml` through the `research`
 command in subprocesses. The variants keep the search space, sampler and pruner
@@ -65,20 +65,20 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=2048)
     parser.add_argument("--n-startup-trials", type=int, default=2,
                         help="trials before the pruner starts (the shipped sweep waits for 5 of 100)")
-    parser.add_argument("--worker-trials", type=int, default=6, help="trials of the 1-against-2-workers sweep")
+    parser.add_argument("--sweeps", nargs="+", default=["pruned", "unpruned", "workers2"],
+                        choices=["pruned", "unpruned", "workers2"], help="which variants to run")
     parser.add_argument("--out", type=Path, required=True, help="an empty folder for the stores")
     args = parser.parse_args()
 
-    results = {}
     reference = yaml.safe_load((REPOSITORY / "sweeps" / "ae-reference.yaml").read_text())["pruner"]
-    shortened = {**reference, "n_startup_trials": args.n_startup_trials}
-    for name, pruner in (("pruned", shortened), ("unpruned", {"type": "none"})):
+    # `workers2` is the unpruned sweep again with two workers, to compare with `unpruned`.
+    variants = {"pruned": ({**reference, "n_startup_trials": args.n_startup_trials}, 1),
+                "unpruned": ({"type": "none"}, 1), "workers2": ({"type": "none"}, 2)}
+    results = {}
+    for name in args.sweeps:
+        pruner, workers = variants[name]
         write_variant(args.out / name / "sweeps", name, args.epochs, pruner)
-        results[name] = run_sweep(args.out / name, name, args, args.n_trials)
-    for workers in (1, 2):
-        name = f"workers{workers}"
-        write_variant(args.out / name / "sweeps", name, args.epochs, {"type": "none"})
-        results[name] = run_sweep(args.out / name, name, args, args.worker_trials, workers)
+        results[name] = run_sweep(args.out / name, name, args, args.n_trials, workers)
 
     print("| sweep | wall s | epochs | pruned | best val/loss | epoch time s | MLflow s (complete trials) "
           "| parent refresh s |")

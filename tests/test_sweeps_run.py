@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from research.cli import main
 from research.sweeps import load_sweep_file
+from research.sweeps.storage import with_installed_driver
 from research.sweeps.study import SweepJob, open_study
 from tests.sweep_helpers import cli_command, load_trials, states, subprocess_env, write_sweep
 
@@ -173,7 +174,7 @@ def run_two_workers(workdir: Path, real_data_dir: Path, storage: str, study_name
     assert "database is locked" not in done.stderr
     assert "Traceback" not in done.stderr
 
-    trials = optuna.load_study(study_name=study_name, storage=storage).trials
+    trials = optuna.load_study(study_name=study_name, storage=with_installed_driver(storage)).trials
     finished = [trial for trial in trials if trial.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 3
     assert "RUNNING" not in states(trials)
