@@ -22,8 +22,13 @@ data: $(VENV)/.installed
 run: setup
 	$(BIN)/research run ae --epochs $(EPOCHS)
 
+# The sweep tests also run against a private PostgreSQL server on 127.0.0.1,
+# started (and installed, as root) by scripts/start-postgres.sh; when that
+# fails, those tests skip and say why.
 test: setup
-	$(BIN)/python -m pytest -q
+	@url="$${RESEARCH_TEST_POSTGRES_URL:-$$(sh scripts/start-postgres.sh | sed -n 's/^export RESEARCH_TEST_POSTGRES_URL=//p')}"; \
+	echo "RESEARCH_TEST_POSTGRES_URL=$${url:-(unset: PostgreSQL tests skip)}"; \
+	RESEARCH_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns optuna.db

@@ -244,7 +244,8 @@ def data_fetch_command() -> None:
 
 
 # Command groups of other areas attach themselves to `main` when imported.
-COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry", "research.cli_score", "research.cli_explore")
+COMMAND_MODULES: tuple[str, ...] = ("research.cli_registry", "research.cli_score", "research.cli_explore",
+                                   "research.cli_sweep")
 for _module in COMMAND_MODULES:
     importlib.import_module(_module)
 

@@ -1,0 +1,135 @@
+"""Open a sweep's Optuna study, check it still matches its file, and find its parent run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from research.errors import UsageError
+from research.sweeps.definition import SweepDefinition
+from research.sweeps.storage import DEFAULT_HEARTBEAT_S, make_storage, redact
+
+logger = logging.getLogger(__name__)
+
+SPACE_ATTR = "research.search_space"
+METRIC_ATTR = "research.objective"
+SWEEP_ATTR = "research.sweep"
+PARENT_ATTR = "research.mlflow_parent_run_id"
+RUN_ATTR = "mlflow_run_id"  # trial user attribute: the trial's MLflow run
+STUDY_TAG = "research.study"
+TRIAL_TAG = "research.trial_number"
+ROLE_TAG = "research.sweep_role"
+STATE_TAG = "research.trial_state"
+FINISHED_STATES = ("COMPLETE", "PRUNED")
+
+
+class SearchSpaceChangedError(UsageError):
+    """The sweep file's search space differs from the one the study was started with."""
+
+
+@dataclass
+class SweepJob:
+    """Everything one worker needs to work on a study; picklable, so it crosses `spawn`."""
+
+    definition: SweepDefinition
+    storage: str
+    study_name: str
+    n_trials: int
+    n_epochs: int
+    experiment: str
+    timeout_s: float | None = None
+    train_size: int | None = None
+    device: str = "auto"
+    seed: int = 0
+    data_dir: str | None = None
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    parent_run_id: str | None = None
+    n_workers: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def build_sampler(definition: SweepDefinition) -> Any:
+    import optuna
+
+    options = dict(definition.sampler)
+    kind, seed = options.pop("type"), options.pop("seed")
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, **options)
+
+
+def build_pruner(definition: SweepDefinition) -> Any:
+    import optuna
+
+    options = dict(definition.pruner)
+    kind = options.pop("type")
+    if kind == "none":
+        return optuna.pruners.NopPruner()
+    if kind == "median":
+        return optuna.pruners.MedianPruner(**options)
+    if kind == "percentile":
+        return optuna.pruners.PercentilePruner(options.pop("percentile", 50.0), **options)
+    return optuna.pruners.HyperbandPruner(max_resource=definition.n_epochs, **options)
+
+
+def open_study(job: SweepJob, *, create: bool, check: bool = True) -> Any:
+    """Load the job's study, or create it when `create`; a loaded study is checked against the file.
+
+    Nothing is written to a study that exists when its search space or
+    objective changed: `SearchSpaceChangedError` names each difference.
+    """
+    import optuna
+
+    definition = job.definition
+    storage = make_storage(job.storage, job.heartbeat_s)
+    try:
+        study = optuna.load_study(study_name=job.study_name, storage=storage,
+                                  sampler=build_sampler(definition), pruner=build_pruner(definition))
+    except KeyError:
+        if not create:
+            raise UsageError(f"no study {job.study_name!r} in {redact(job.storage)}; start it with "
+                             f"`research sweep run {definition.name}`") from None
+        study = optuna.create_study(study_name=job.study_name, storage=storage, direction=definition.direction,
+                                    sampler=build_sampler(definition), pruner=build_pruner(definition))
+        study.set_user_attr(SPACE_ATTR, definition.space_dict())
+        study.set_user_attr(METRIC_ATTR, {"metric": definition.metric, "direction": definition.direction})
+        study.set_user_attr(SWEEP_ATTR, definition.name)
+        logger.info("Created study '%s' in %s", job.study_name, redact(job.storage))
+        return study
+    if check:
+        check_unchanged(study, job)
+    return study
+
+
+def check_unchanged(study: Any, job: SweepJob) -> None:
+    """Raise `SearchSpaceChangedError` when the file no longer describes the stored study."""
+    definition = job.definition
+    stored = study.user_attrs.get(SPACE_ATTR, {})
+    current = definition.space_dict()
+    changes = [f"{name}: {json.dumps(stored.get(name))} -> {json.dumps(current.get(name))}"
+               for name in sorted(set(stored) | set(current)) if stored.get(name) != current.get(name)]
+    objective = study.user_attrs.get(METRIC_ATTR, {})
+    if objective and objective != {"metric": definition.metric, "direction": definition.direction}:
+        changes.append(f"objective: {json.dumps(objective)} -> "
+                       f"{json.dumps({'metric': definition.metric, 'direction': definition.direction})}")
+    if not changes:
+        return
+    raise SearchSpaceChangedError(
+        f"the search space of sweep {definition.name!r} ({definition.source}) changed since study "
+        f"{job.study_name!r} started in {redact(job.storage)}:\n  " + "\n  ".join(changes) +
+        f"\nStart a new study with --study-name (for example --study-name {job.study_name}-v2), "
+        "or restore the file to continue this one.")
+
+
+def count_states(study: Any) -> dict[str, int]:
+    """Count the study's trials by state name (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def n_finished(counts: dict[str, int]) -> int:
+    return sum(counts.get(state, 0) for state in FINISHED_STATES)
