@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -12,29 +13,52 @@ from typing import Any
 import click
 
 from registry import UnknownNameError
-from research.errors import ResearchError, UsageError
+from research.errors import ResearchError, TrainingInterrupted, UsageError
 
 logger = logging.getLogger("research")
 
 
-class ResearchGroup(click.Group):
-    """A click group that turns project errors into clean messages and exit codes.
+class InterruptedExit(click.ClickException):
+    """Training stopped on a signal; the exit status is 128 + the signal number, as shells report it."""
 
-    Usage mistakes exit with status 2, runtime failures with status 1; neither
-    shows a traceback unless `--debug` is given.
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + getattr(signal, signal_name, signal.SIGINT)
+
+
+def message_with_notes(error: BaseException) -> str:
+    return "\n".join([str(error), *getattr(error, "__notes__", [])])
+
+
+class ResearchGroup(click.Group):
+    """A click group that turns errors into clean messages and exit codes.
+
+    Usage mistakes exit with status 2, runtime failures with status 1, and an
+    interrupted training with 130 (SIGINT) or 143 (SIGTERM); none shows a
+    traceback unless `--debug` is given.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (UsageError, UnknownNameError) as error:
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except Exception as error:
             if ctx.meta.get("research.debug"):
                 raise
-            raise click.UsageError(str(error), ctx=None) from None
-        except ResearchError as error:
-            if ctx.meta.get("research.debug"):
-                raise
-            raise click.ClickException(str(error)) from None
+            raise as_click_exception(error) from None
+
+
+def as_click_exception(error: Exception) -> click.ClickException:
+    message = message_with_notes(error)
+    if isinstance(error, (UsageError, UnknownNameError)):
+        return click.UsageError(message, ctx=None)
+    if isinstance(error, TrainingInterrupted):
+        return InterruptedExit(message, error.signal_name)
+    if isinstance(error, ResearchError):
+        return click.ClickException(message)
+    return click.ClickException(f"unexpected {type(error).__name__}: {message}\n"
+                                "Run `research --debug ...` for the traceback.")
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
@@ -102,12 +126,12 @@ def print_run_location(run_id: str, experiment_id: str) -> None:
 
 
 @main.command("run")
-@click.argument("model_name", metavar="MODEL")
+@click.argument("model_name", metavar="MODEL", required=False)
 @click.option("-p", "--param", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable); `research models` lists them.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of training epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per training batch.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and noise.")
+@click.option("--seed", type=int, help="Seed of weights, shuffling and noise.  [default: 0]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--train-size", type=click.IntRange(min=1), help="Train on the first N training images only.")
 @click.option("--experiment", help="MLflow experiment (default: the model name).")
@@ -115,10 +139,13 @@ def print_run_location(run_id: str, experiment_id: str) -> None:
 @click.option("--data-dir", envvar="RESEARCH_DATA_DIR", type=click.Path(file_okay=False),
               help="Folder holding the FashionMNIST idx files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or per-epoch lines.")
-def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
-                seed: int, device: str, train_size: int | None, experiment: str | None, run_name: str | None,
-                data_dir: str | None, quiet: bool) -> None:
-    """Train MODEL in a new MLflow run."""
+@click.option("--resume", "resume_run_id", metavar="RUN_ID",
+              help="Continue a stopped run from its last checkpoint in the same MLflow run; "
+                   "only --epochs may raise its epoch count.")
+def run_command(model_name: str | None, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
+                seed: int | None, device: str, train_size: int | None, experiment: str | None,
+                run_name: str | None, data_dir: str | None, quiet: bool, resume_run_id: str | None) -> None:
+    """Train MODEL in a new MLflow run, or continue a stopped run with --resume."""
     from research.runner import RunOptions, train
     from research.spec import build_spec, split_override
 
@@ -126,13 +153,36 @@ def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None,
     for name, value in (("n_epochs", epochs), ("batch_size", batch_size), ("train_size", train_size)):
         if value is not None:
             values[name] = value
-    spec = build_spec(model_name, values, seed=seed)
     if quiet:
         configure_logging(verbose=False, quiet=True)
     options = RunOptions(experiment=experiment, run_name=run_name, device=device, data_dir=data_dir,
                          quiet=quiet)
-    outcome = train(spec, options)
+    if resume_run_id:
+        outcome = resume_run(resume_run_id, model_name, values, seed, options)
+    elif model_name is None:
+        raise UsageError("missing MODEL: name the model to train (`research models` lists them), "
+                         "or give --resume RUN_ID to continue a stopped run")
+    else:
+        spec = build_spec(model_name, values, seed=0 if seed is None else seed)
+        outcome = train(spec, options)
     print_run_location(outcome.run_id, outcome.experiment_id)
+
+
+def resume_run(run_id: str, model_name: str | None, values: dict[str, Any], seed: int | None,
+               options: Any) -> Any:
+    """Continue run `run_id`, rejecting options that would change what it logged."""
+    from research.resume import find_resume_point, resumed_spec
+    from research.runner import train
+
+    for flag, given in (("--experiment", options.experiment), ("--run-name", options.run_name)):
+        if given is not None:
+            raise UsageError(f"{flag} cannot be given with --resume: the run keeps its experiment and name")
+    point = find_resume_point(run_id)
+    if model_name is not None and model_name != point.spec.model_name:
+        raise UsageError(f"run {run_id} trains model {point.spec.model_name!r}, not {model_name!r}; "
+                         "drop MODEL or give the run's model")
+    spec = resumed_spec(point, values, seed)
+    return train(spec, options, resume_from=point)
 
 
 @main.group("data", invoke_without_command=True)
