@@ -241,6 +241,8 @@ def quiet_mlflow_warnings() -> None:
     """Silence MLflow warnings that concern its internals, not the user's run."""
     # MLflow configures its own logger from this variable when it is first imported.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Its download bar would break into the CLI's own output when a resume fetches a checkpoint.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
