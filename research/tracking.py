@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
-PROBE_TIMEOUT_S = 5.0  # how long a tracking server may take to answer the health check
+PROBE_TIMEOUT_S = 5.0  # how long a tracking server may take to respond to the health check
 
 
 def tracking_uri() -> str:
@@ -36,7 +36,7 @@ def tracking_uri() -> str:
 
 
 def check_tracking_store(uri: str | None = None) -> None:
-    """Raise `TrackingError` when the store at `uri` cannot be written or does not answer.
+    """Raise `TrackingError` when the store at `uri` cannot be written or does not respond.
 
     Runs before a run starts, so that a dead server or a read-only folder fails
     within seconds instead of after MLflow's retries or mid-run.
@@ -46,11 +46,11 @@ def check_tracking_store(uri: str | None = None) -> None:
     if scheme in ("http", "https"):
         probe_server(uri)
     elif scheme == "sqlite":
-        database = uri.removeprefix("sqlite:///")
-        if database and database != ":memory:":
-            check_folder_writable(Path(database).parent, f"the MLflow store {uri}")
         # MLflow keeps the artifacts of a SQLite store in ./mlruns unless the experiment says otherwise.
         check_folder_writable(Path.cwd(), "the working directory, where MLflow writes ./mlruns,")
+        database = uri.removeprefix("sqlite:///")
+        if database and database != ":memory:":
+            check_folder_writable(Path(database).resolve().parent, f"the MLflow store {uri}")
 
 
 def probe_server(uri: str) -> None:
@@ -59,10 +59,10 @@ def probe_server(uri: str) -> None:
         with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
             return
     except urllib.error.HTTPError:
-        return  # the server answered, even if /health is not served there
+        return  # the server responded, even if /health is not served there
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise TrackingError(f"MLflow tracking server {uri} does not answer ({reason}); start it, or set "
+        raise TrackingError(f"MLflow tracking server {uri} does not respond ({reason}); start it, or set "
                             "MLFLOW_TRACKING_URI to a store that works") from None
 
 

@@ -44,7 +44,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
-    """A port that accepts connections and never answers."""
+    """A port that accepts connections and never responds."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
@@ -70,7 +70,7 @@ def test_dead_server_fails_fast(tmp_path: Path, real_data_dir: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     status, output = run_research(["run", "ae", *TINY], tmp_path, research_env(tmp_path, real_data_dir, uri))
     assert status == 1, output
-    assert f"MLflow tracking server {uri} does not answer" in output
+    assert f"MLflow tracking server {uri} does not respond" in output
     assert "Traceback" not in output
 
 
@@ -78,7 +78,7 @@ def test_silent_server_times_out(tmp_path: Path, real_data_dir: Path, silent_ser
     env = research_env(tmp_path, real_data_dir, silent_server)
     status, output = run_research(["run", "ae", *TINY], tmp_path, env)
     assert status == 1, output
-    assert f"MLflow tracking server {silent_server} does not answer (timed out)" in output
+    assert f"MLflow tracking server {silent_server} does not respond (timed out)" in output
     assert "Traceback" not in output
 
 
@@ -98,7 +98,7 @@ def test_read_only_working_directory(tmp_path: Path, real_data_dir: Path, mounts
     env = research_env(tmp_path, real_data_dir, "sqlite:///mlflow.db")
     status, output = run_research(["run", "ae", *TINY], folder, env)
     assert status == 1, output
-    assert f"cannot write to the working directory" in output
+    assert f"cannot write to the working directory, where MLflow writes ./mlruns, in {folder}" in output
     assert "Read-only file system" in output
     assert "Traceback" not in output
 
