@@ -29,20 +29,30 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | Path) -> Path:
     """Write `payload` to `path` through a temporary file and a rename.
 
     A process killed during the write leaves the previous file at `path` intact,
-    because the rename is the only step that touches it.
+    because the rename is the only step that touches it. Raises `CheckpointError`
+    naming the file when the folder cannot be written (a full disk, say).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CheckpointError(f"cannot write checkpoint {path}: {error.strerror or error}; "
+                              "free space or permissions in that folder") from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             torch.save(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        # torch.save reports a failed write (ENOSPC, say) as a RuntimeError from its zip writer.
+        if isinstance(error, (OSError, RuntimeError)):
+            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+            raise CheckpointError(f"cannot write checkpoint {path}: {reason}; "
+                                  "the previous checkpoint there is unchanged") from error
         raise
     return path
 

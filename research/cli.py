@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,29 +13,52 @@ from typing import Any
 import click
 
 from registry import UnknownNameError
-from research.errors import ResearchError, UsageError
+from research.errors import ResearchError, TrainingInterrupted, UsageError
 
 logger = logging.getLogger("research")
 
 
-class ResearchGroup(click.Group):
-    """A click group that turns project errors into clean messages and exit codes.
+class InterruptedExit(click.ClickException):
+    """Training stopped on a signal; the exit status is 128 + the signal number, as shells report it."""
 
-    Usage mistakes exit with status 2, runtime failures with status 1; neither
-    shows a traceback unless `--debug` is given.
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + getattr(signal, signal_name, signal.SIGINT)
+
+
+def message_with_notes(error: BaseException) -> str:
+    return "\n".join([str(error), *getattr(error, "__notes__", [])])
+
+
+class ResearchGroup(click.Group):
+    """A click group that turns errors into clean messages and exit codes.
+
+    Usage mistakes exit with status 2, runtime failures with status 1, and an
+    interrupted training with 130 (SIGINT) or 143 (SIGTERM); none shows a
+    traceback unless `--debug` is given.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (UsageError, UnknownNameError) as error:
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise
+        except Exception as error:
             if ctx.meta.get("research.debug"):
                 raise
-            raise click.UsageError(str(error), ctx=None) from None
-        except ResearchError as error:
-            if ctx.meta.get("research.debug"):
-                raise
-            raise click.ClickException(str(error)) from None
+            raise as_click_exception(error) from None
+
+
+def as_click_exception(error: Exception) -> click.ClickException:
+    message = message_with_notes(error)
+    if isinstance(error, (UsageError, UnknownNameError)):
+        return click.UsageError(message, ctx=None)
+    if isinstance(error, TrainingInterrupted):
+        return InterruptedExit(message, error.signal_name)
+    if isinstance(error, ResearchError):
+        return click.ClickException(message)
+    return click.ClickException(f"unexpected {type(error).__name__}: {message}\n"
+                                "Run `research --debug ...` for the traceback.")
 
 
 def configure_logging(verbose: bool, quiet: bool) -> None:
@@ -143,12 +167,12 @@ def make_explore_options(n_samples: int | None, methods: tuple[str, ...], perple
 
 
 @main.command("run")
-@click.argument("model_name", metavar="MODEL")
+@click.argument("model_name", metavar="MODEL", required=False)
 @click.option("-p", "--param", "overrides", multiple=True, metavar="NAME=VALUE",
               help="Set a hyperparameter (repeatable); `research models` lists them.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of training epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per training batch.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, shuffling and noise.")
+@click.option("--seed", type=int, help="Seed of weights, shuffling and noise.  [default: 0]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--train-size", type=click.IntRange(min=1), help="Train on the first N training images only.")
 @click.option("--experiment", help="MLflow experiment (default: the model name).")
@@ -165,55 +189,92 @@ def make_explore_options(n_samples: int | None, methods: tuple[str, ...], perple
 @click.option("--no-explore", is_flag=True,
               help="Skip the latent exploration that runs after training a model with an encoder.")
 @explore_options
-def run_command(model_name: str, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
-                seed: int, device: str, train_size: int | None, experiment: str | None, run_name: str | None,
-                data_dir: str | None, source: str | None, no_score: bool, quiet: bool, register: bool,
-                no_explore: bool, n_samples: int | None, methods: tuple[str, ...], perplexity: float,
-                n_neighbors: int) -> None:
-    """Train MODEL in a new MLflow run.
+@click.option("--resume", "resume_run_id", metavar="RUN_ID",
+              help="Continue a stopped run from its last checkpoint in the same MLflow run; "
+                   "only --epochs may raise its epoch count.")
+def run_command(model_name: str | None, overrides: tuple[str, ...], epochs: int | None, batch_size: int | None,
+                seed: int | None, device: str, train_size: int | None, experiment: str | None,
+                run_name: str | None, data_dir: str | None, source: str | None, no_score: bool, quiet: bool,
+                register: bool, no_explore: bool, n_samples: int | None, methods: tuple[str, ...],
+                perplexity: float, n_neighbors: int, resume_run_id: str | None) -> None:
+    """Train MODEL in a new MLflow run, or continue a stopped run with --resume.
 
     A model with an encoder is then explored in the same run (latent views,
     probes, generation from codes; see `research explore`) unless --no-explore.
     """
     from research.model_registry import RegisterAtEnd
-    from research.models import find_model_or_raise
     from research.runner import RunOptions, train
-    from research.spec import build_spec, split_override
+    from research.spec import split_override
 
     values = dict(split_override(text) for text in overrides)
     for name, value in (("n_epochs", epochs), ("batch_size", batch_size), ("train_size", train_size)):
         if value is not None:
             values[name] = value
+    if quiet:
+        configure_logging(verbose=False, quiet=True)
+    point = None
+    tags: dict[str, str] = {}
+    if resume_run_id:
+        if source is not None:
+            raise UsageError("--from cannot be given with --resume: the run keeps the source it started from")
+        point, spec = resume_point_and_spec(resume_run_id, model_name, values, seed, experiment, run_name)
+    else:
+        spec, tags = new_run_spec(model_name, values, seed, source)
+
+    finishers: list[Any] = []
+    if spec.model_class.has_encoder and not no_explore:
+        from research.latent import explore_finisher
+
+        finishers.append(explore_finisher(make_explore_options(n_samples, methods, perplexity, n_neighbors)))
+    if spec.model_class.can_generate and not no_score:
+        from research.scoring import score_finisher
+
+        finishers.append(score_finisher)
+    registration = RegisterAtEnd(spec.model_name) if register else None
+    if registration is not None:
+        registration.check_target()  # before training, so a taken name costs no training time
+        finishers.append(registration)  # last, so the version carries every metric of the run
+    options = RunOptions(experiment=experiment, run_name=run_name, device=device, data_dir=data_dir,
+                         quiet=quiet, tags=tags, finishers=finishers)
+    outcome = train(spec, options, resume_from=point)
+    print_run_location(outcome.run_id, outcome.experiment_id)
+    if registration is not None and registration.version is not None:
+        version = registration.version
+        click.echo(f"Registered {version.name!r} version {version.version}; promote it with "
+                   f"`research promote {version.name} {version.version} --stage production`.")
+
+
+def new_run_spec(model_name: str | None, values: dict[str, Any], seed: int | None,
+                 source: str | None) -> tuple[Any, dict[str, str]]:
+    """Build the spec of a new run, with the overrides and tags that `--from` implies."""
+    from research.models import find_model_or_raise
+    from research.spec import build_spec
+
+    if model_name is None:
+        raise UsageError("missing MODEL: name the model to train (`research models` lists them), "
+                         "or give --resume RUN_ID to continue a stopped run")
     model_class = find_model_or_raise(model_name)
     tags: dict[str, str] = {}
     if source is not None:
         setup = model_class.setup_from_source(source)
         values = {**setup.overrides, **values}
         tags.update(setup.tags)
-    spec = build_spec(model_name, values, seed=seed)
-    if quiet:
-        configure_logging(verbose=False, quiet=True)
-    finishers: list[Any] = []
-    if model_class.has_encoder and not no_explore:
-        from research.latent import explore_finisher
+    return build_spec(model_name, values, seed=0 if seed is None else seed), tags
 
-        finishers.append(explore_finisher(make_explore_options(n_samples, methods, perplexity, n_neighbors)))
-    if model_class.can_generate and not no_score:
-        from research.scoring import score_finisher
 
-        finishers.append(score_finisher)
-    registration = RegisterAtEnd(model_name) if register else None
-    if registration is not None:
-        registration.check_target()  # before training, so a taken name costs no training time
-        finishers.append(registration)  # last, so the version carries every metric of the run
-    options = RunOptions(experiment=experiment, run_name=run_name, device=device, data_dir=data_dir,
-                         quiet=quiet, tags=tags, finishers=finishers)
-    outcome = train(spec, options)
-    print_run_location(outcome.run_id, outcome.experiment_id)
-    if registration is not None and registration.version is not None:
-        version = registration.version
-        click.echo(f"Registered {version.name!r} version {version.version}; promote it with "
-                   f"`research promote {version.name} {version.version} --stage production`.")
+def resume_point_and_spec(run_id: str, model_name: str | None, values: dict[str, Any], seed: int | None,
+                          experiment: str | None, run_name: str | None) -> tuple[Any, Any]:
+    """Find where run `run_id` continues, rejecting options that would change what it logged."""
+    from research.resume import find_resume_point, resumed_spec
+
+    for flag, given in (("--experiment", experiment), ("--run-name", run_name)):
+        if given is not None:
+            raise UsageError(f"{flag} cannot be given with --resume: the run keeps its experiment and name")
+    point = find_resume_point(run_id)
+    if model_name is not None and model_name != point.spec.model_name:
+        raise UsageError(f"run {run_id} trains model {point.spec.model_name!r}, not {model_name!r}; "
+                         "drop MODEL or give the run's model")
+    return point, resumed_spec(point, values, seed)
 
 
 @main.group("data", invoke_without_command=True)

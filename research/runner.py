@@ -18,12 +18,14 @@ from typing import Any
 import torch
 import yaml
 
-from research.data import FashionMNIST, cache_dir, load
+from research.data import FashionMNIST, load
 from research.errors import TrainingInterrupted
 from research.figures import loss_curve_figure
+from research.resume import ResumePoint, local_checkpoint_dir, resume_command, write_owner
+from research.signals import signals_ignored, sigterm_as_keyboard_interrupt
 from research.spec import RunSpec
-from research.tracking import OfflineRun, Run
-from research.training import EpochCallback, FitResult, Trainer, resolve_device
+from research.tracking import OfflineRun, Run, check_tracking_store
+from research.training import EpochCallback, FitResult, Trainer, check_batch_size, check_fits_in_memory, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,6 @@ def load_data(spec: RunSpec, data_dir: str | None = None) -> FashionMNIST:
                 train_size=spec.data.train_size)
 
 
-def local_checkpoint_dir(run_id: str) -> Path:
-    """Return the folder that keeps a run's checkpoints on this machine while it trains."""
-    return cache_dir() / "runs" / run_id
-
-
 def library_versions() -> dict[str, str]:
     import mlflow
 
@@ -99,6 +96,7 @@ def library_versions() -> dict[str, str]:
 def start_run(spec: RunSpec, options: RunOptions) -> Run:
     if not options.track:
         return OfflineRun()
+    check_tracking_store()
     experiment = options.experiment or spec.model_name
     tags = {"research.model": spec.model_name, **options.tags}
     run = Run.start(experiment, options.run_name, tags, parent_run_id=options.parent_run_id)
@@ -106,31 +104,73 @@ def start_run(spec: RunSpec, options: RunOptions) -> Run:
     return run
 
 
-def train(spec: RunSpec, options: RunOptions | None = None, *, data: FashionMNIST | None = None) -> RunOutcome:
-    """Train `spec` in a new tracked run and return its outcome."""
+def train(spec: RunSpec, options: RunOptions | None = None, *, data: FashionMNIST | None = None,
+          resume_from: ResumePoint | None = None) -> RunOutcome:
+    """Train `spec` in a new tracked run, or continue `resume_from` in its run, and return the outcome.
+
+    On failure the run ends FAILED or KILLED and the exception gets a note saying
+    where the last checkpoint is and how to resume; a second Ctrl-C (a
+    `KeyboardInterrupt`) is raised as `TrainingInterrupted` once the run is ended.
+    """
     options = options or RunOptions()
     device = resolve_device(options.device)
     data = data or load_data(spec, options.data_dir)
-    run = start_run(spec, options)
-    checkpoint_dir = (local_checkpoint_dir(run.run_id) if options.track
-                      else Path(tempfile.mkdtemp(prefix="research-offline-")))
-    trainer = None
-    try:
-        log_run_setup(run, spec, data, device)
-        logger.info("Training '%s' (%s) on %s: %s", spec.model_name, describe(spec.model.to_dict()), device,
-                    ", ".join(f"{name} {size}" for name, size in data.sizes().items()))
-        trainer = Trainer(spec, data, run, device=device, checkpoint_dir=checkpoint_dir,
-                          callbacks=options.callbacks, quiet=options.quiet, upload_checkpoints=options.track)
-        result = trainer.fit()
-        test_metrics = finish_run(run, spec, data, result)
-        for finisher in options.finishers:
-            finisher(FinishedTraining(run, spec, data, result, device))
-    except BaseException as error:
-        end_unfinished(run, error, trainer, checkpoint_dir)
-        raise
-    run.end("FINISHED")
+    check_batch_size(spec, data)
+    check_fits_in_memory(spec, device)
+    with sigterm_as_keyboard_interrupt():
+        run = start_run(spec, options) if resume_from is None else reopen_run(spec, resume_from)
+        checkpoint_dir = (local_checkpoint_dir(run.run_id) if options.track
+                          else Path(tempfile.mkdtemp(prefix="research-offline-")))
+        trainer = None
+        try:
+            trainer = prepare_trainer(run, spec, data, device, options, checkpoint_dir, resume_from)
+            result = trainer.fit()
+            test_metrics = finish_run(run, spec, data, result)
+            for finisher in options.finishers:
+                finisher(FinishedTraining(run, spec, data, result, device))
+        except BaseException as error:
+            end_unfinished(run, error, trainer, checkpoint_dir)
+            if isinstance(error, KeyboardInterrupt):
+                interrupted = TrainingInterrupted(str(error) or "SIGINT",
+                                                  trainer.state.epoch + 1 if trainer else 0)
+                interrupted.__notes__ = getattr(error, "__notes__", [])
+                raise interrupted from error
+            raise
+        run.end("FINISHED")
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # every checkpoint is in MLflow now
     return RunOutcome(run.run_id, run.experiment_id, result, test_metrics, run.tracking_seconds)
+
+
+def prepare_trainer(run: Run, spec: RunSpec, data: FashionMNIST, device: torch.device, options: RunOptions,
+                    checkpoint_dir: Path, resume_from: ResumePoint | None) -> Trainer:
+    if options.track:
+        write_owner(checkpoint_dir)
+    if resume_from is None:
+        log_run_setup(run, spec, data, device)
+    logger.info("Training '%s' (%s) on %s: %s", spec.model_name, describe(spec.model.to_dict()), device,
+                ", ".join(f"{name} {size}" for name, size in data.sizes().items()))
+    trainer = Trainer(spec, data, run, device=device, checkpoint_dir=checkpoint_dir,
+                      callbacks=options.callbacks, quiet=options.quiet, upload_checkpoints=options.track)
+    if resume_from is not None and resume_from.checkpoint is not None:
+        trainer.restore(resume_from.checkpoint)
+        state = trainer.state
+        logger.info("Resuming at epoch %d, step %d of %d (checkpoint from %s)", state.epoch + 1,
+                    state.step_in_epoch, trainer.steps_per_epoch, resume_from.checkpoint_source)
+    return trainer
+
+
+def reopen_run(spec: RunSpec, point: ResumePoint) -> Run:
+    """Set a stopped run RUNNING again and record the resume in its tags."""
+    run = Run.resume(point.run_id)
+    tags = {"research.resumes": point.n_resumes + 1}
+    if spec.train.n_epochs != point.logged_n_epochs:
+        # MLflow params cannot change, so train.n_epochs keeps the first target and this tag the current one.
+        tags["research.n_epochs"] = spec.train.n_epochs
+    run.set_tags(tags)
+    run.delete_tag(END_REASON_TAG)
+    logger.info("Resuming MLflow run %s in experiment %s at %s", run.run_id, run.experiment_id,
+                run.client.tracking_uri)
+    return run
 
 
 def describe(values: Mapping[str, Any]) -> str:
@@ -182,17 +222,32 @@ def log_milestones(run: Run, model: Any, history: list[dict[str, float]]) -> Non
 
 
 def end_unfinished(run: Run, error: BaseException, trainer: Trainer | None, checkpoint_dir: Path) -> None:
-    """End a run that raised: KILLED on an interrupt, FAILED otherwise, keeping what it made."""
+    """End a run that raised: KILLED on an interrupt, FAILED otherwise, keeping what it made.
+
+    Adds a note to `error` naming the kept checkpoint and the command that resumes the run.
+    """
     interrupted = isinstance(error, (TrainingInterrupted, KeyboardInterrupt))
     status = "KILLED" if interrupted else "FAILED"
     reason = str(error) or type(error).__name__
-    try:
-        run.set_tags({END_REASON_TAG: f"{type(error).__name__}: {reason}"[:5000]})
-        if trainer is not None and trainer.state.history:
-            run.log_figure(loss_curve_figure(trainer.state.history), "figures/loss_curve.png")
-    except Exception as tag_error:  # noqa: BLE001 - the store may be what failed; still end the run
-        logger.warning("Could not record why run %s ended: %s", run.run_id, tag_error)
-    run.end(status)
-    if (checkpoint_dir / "last.pt").exists():
-        logger.info("Run %s ended %s; its last checkpoint is kept at %s", run.run_id, status,
-                    checkpoint_dir / "last.pt")
+    # A further Ctrl-C while the run is being ended would leave it RUNNING.
+    with signals_ignored():
+        try:
+            run.set_tags({END_REASON_TAG: f"{type(error).__name__}: {reason}"[:5000]})
+            # A second Ctrl-C asks to stop at once, so skip the figure then.
+            if trainer is not None and trainer.state.history and not isinstance(error, KeyboardInterrupt):
+                run.log_figure(loss_curve_figure(trainer.state.history), "figures/loss_curve.png")
+        except Exception as tag_error:  # noqa: BLE001 - the store may be what failed; still end the run
+            logger.warning("Could not record why run %s ended: %s", run.run_id, tag_error)
+        ended = run.end(status)
+    if isinstance(run, OfflineRun):
+        return
+    last = checkpoint_dir / "last.pt"
+    where = (f"its last checkpoint is kept at {last}" if last.exists()
+             else "it has no checkpoint yet, so a resume starts from the first epoch")
+    state = f"ended {status}" if ended else f"could not be marked {status} in MLflow"
+    add_note(error, f"Run {run.run_id} {state}; {where}. Resume it with: {resume_command(run.run_id)}")
+
+
+def add_note(error: BaseException, note: str) -> None:
+    # BaseException.add_note exists from Python 3.11 only; the attribute works on 3.10 too.
+    error.__notes__ = [*getattr(error, "__notes__", []), note]

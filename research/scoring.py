@@ -34,7 +34,7 @@ from research.data import N_CLASSES, FashionMNIST, cache_dir, load
 
 if TYPE_CHECKING:
     from research.models.cnn import CNN
-    from research.runner import Finisher, FinishedTraining
+    from research.runner import FinishedTraining, Finisher
 
 logger = logging.getLogger(__name__)
 

@@ -13,22 +13,67 @@ import logging
 import os
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from research.errors import TrackingError
+from research.errors import TrackingError, UsageError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on one param value
+PROBE_TIMEOUT_S = 5.0  # how long a tracking server may take to respond to the health check
 
 
 def tracking_uri() -> str:
     """Return `MLFLOW_TRACKING_URI` when set, else the SQLite store in the working directory."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def check_tracking_store(uri: str | None = None) -> None:
+    """Raise `TrackingError` when the store at `uri` cannot be written or does not respond.
+
+    Runs before a run starts, so that a dead server or a read-only folder fails
+    within seconds instead of after MLflow's retries or mid-run.
+    """
+    uri = uri or tracking_uri()
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        probe_server(uri)
+    elif scheme == "sqlite":
+        # MLflow keeps the artifacts of a SQLite store in ./mlruns unless the experiment says otherwise.
+        check_folder_writable(Path.cwd(), "the working directory, where MLflow writes ./mlruns,")
+        database = uri.removeprefix("sqlite:///")
+        if database and database != ":memory:":
+            check_folder_writable(Path(database).resolve().parent, f"the MLflow store {uri}")
+
+
+def probe_server(uri: str) -> None:
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # the server responded, even if /health is not served there
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingError(f"MLflow tracking server {uri} does not respond ({reason}); start it, or set "
+                            "MLFLOW_TRACKING_URI to a store that works") from None
+
+
+def check_folder_writable(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise TrackingError(f"cannot write to {what} in {folder}: {error.strerror or error}; run research in a "
+                            "writable folder or set MLFLOW_TRACKING_URI to a writable store") from None
 
 
 def make_client(uri: str | None = None) -> Any:
@@ -64,19 +109,53 @@ class Run:
         return cls(client, created.info.run_id, experiment_id)
 
     @classmethod
+    def open(cls, run_id: str, *, client: Any = None) -> Run:
+        """Address an existing run without changing it; raise `UsageError` when there is none."""
+        from mlflow.exceptions import MlflowException
+
+        client = client or make_client()
+        try:
+            found = client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(f"cannot read MLflow run {run_id} at {client.tracking_uri}: {error}") from None
+            raise UsageError(f"no MLflow run {run_id!r} at {client.tracking_uri}; check the run id and "
+                             "MLFLOW_TRACKING_URI") from None
+        return cls(client, run_id, found.info.experiment_id)
+
+    @classmethod
     def resume(cls, run_id: str, *, client: Any = None) -> Run:
         """Reopen an existing run so that it can log again."""
-        client = client or make_client()
-        found = client.get_run(run_id)
-        client.update_run(run_id, status="RUNNING")
-        return cls(client, run_id, found.info.experiment_id)
+        run = cls.open(run_id, client=client)
+        run._call("update_run", status="RUNNING")
+        return run
+
+    def fetch(self) -> Any:
+        """Return the run as MLflow stores it now (`info`, `data.params`, `data.tags`)."""
+        return self._call("get_run")
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
             return getattr(self.client, method)(self.run_id, *args, **kwargs)
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise TrackingError(f"MLflow {method} for run {self.run_id} at {self.client.tracking_uri} "
+                                f"failed: {first_line}") from error
         finally:
             self.tracking_seconds += time.perf_counter() - started
+
+    def download_artifact(self, artifact_path: str, folder: str | Path) -> Path | None:
+        """Download one artifact into `folder`; return None when the run has no such artifact."""
+        directory, _, name = artifact_path.rpartition("/")
+        listed = self._call("list_artifacts", directory or None)
+        if not any(entry.path == artifact_path for entry in listed):
+            return None
+        return Path(self._call("download_artifacts", artifact_path, str(folder)))
+
+    def delete_tag(self, key: str) -> None:
+        if key in self.fetch().data.tags:
+            self._call("delete_tag", key)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -132,12 +211,14 @@ class Run:
         metrics = self._call("get_metric_history", key) or []
         return sorted((metric.step, metric.value) for metric in metrics)
 
-    def end(self, status: str = "FINISHED") -> None:
-        """Mark the run FINISHED, FAILED or KILLED."""
+    def end(self, status: str = "FINISHED") -> bool:
+        """Mark the run FINISHED, FAILED or KILLED; return False when the store did not take it."""
         try:
             self._call("set_terminated", status=status)
         except Exception as error:  # noqa: BLE001 - the run is over either way; say why it stays open
             logger.error("Could not mark MLflow run %s %s: %s", self.run_id, status, error)
+            return False
+        return True
 
     def ui_hint(self) -> str:
         return f"experiment {self.experiment_id}, run {self.run_id}"
@@ -165,6 +246,8 @@ def quiet_mlflow_warnings() -> None:
     """Silence MLflow warnings that concern its internals, not the user's run."""
     # MLflow configures its own logger from this variable when it is first imported.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Its download bar would break into the CLI's own output when a resume fetches a checkpoint.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)

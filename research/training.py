@@ -51,6 +51,69 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def check_batch_size(spec: RunSpec, data: FashionMNIST) -> None:
+    if spec.train.batch_size > len(data.train):
+        raise UsageError(f"batch_size {spec.train.batch_size} is larger than the {len(data.train)} "
+                         "training images; lower -p batch_size or raise --train-size")
+
+
+def estimate_training_bytes(spec: RunSpec) -> int:
+    """Estimate the memory that training `spec` needs, in bytes.
+
+    Counts float32 weights, gradients and two optimizer moments, plus every
+    layer output of one batch three times (kept for the backward pass, its
+    gradient and a temporary). The model is built on the meta device, so
+    nothing is allocated. NOTE: an estimate; it ignores allocator overhead and
+    returns the weights part only for a model whose `loss_terms` cannot run
+    on meta tensors.
+    """
+    with torch.device("meta"):
+        model = spec.model_class(spec.model)
+        n_params = sum(parameter.numel() for parameter in model.parameters())
+        output_sizes: list[int] = []
+
+        def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                output_sizes.append(output.numel())
+
+        hooks = [module.register_forward_hook(record) for module in model.modules()
+                 if not list(module.children())]
+        try:
+            model.loss_terms((torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long)))
+        except Exception as error:  # noqa: BLE001 - the estimate is a courtesy; the weights still count
+            logger.debug("Cannot estimate activation memory of %s: %s", spec.model_name, error)
+            output_sizes.clear()
+        for hook in hooks:
+            hook.remove()
+    return 4 * (4 * n_params + 3 * spec.train.batch_size * sum(output_sizes))
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Return the memory free for tensors on `device`, or None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits_in_memory(spec: RunSpec, device: torch.device) -> None:
+    """Raise `UsageError` before training when the estimated memory exceeds what `device` has free."""
+    needed = estimate_training_bytes(spec)
+    available = available_memory_bytes(device)
+    if available is not None and needed > available:
+        gib = 2 ** 30
+        raise UsageError(f"training {spec.model_name} ({', '.join(f'{k}={v}' for k, v in spec.model.to_dict().items())}) "
+                         f"with batch_size {spec.train.batch_size} needs an estimated {needed / gib:.1f} GiB, "
+                         f"but {device} has {available / gib:.1f} GiB free; lower the channel count, "
+                         "the batch size or the model size")
+
+
 @dataclass
 class LoopState:
     """Progress of the loop, saved in every checkpoint so that a run can resume."""
@@ -111,9 +174,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.quiet = quiet
         self.upload_checkpoints = upload_checkpoints
-        if spec.train.batch_size > len(data.train):
-            raise UsageError(f"batch_size {spec.train.batch_size} is larger than the {len(data.train)} "
-                             "training images; lower -p batch_size or raise --train-size")
+        check_batch_size(spec, data)
 
         seed_everything(spec.seed)
         self.model = spec.model_class(spec.model).to(device)
@@ -134,8 +195,12 @@ class Trainer:
             self.model.on_fit_start()
         with StopRequest() as stop:
             while self.state.epoch < self.train_config.n_epochs and not self.state.stopped_early:
+                if stop.requested:  # the signal came between epochs, after last.pt was written
+                    raise TrainingInterrupted(stop.signal_name, self.state.epoch + 1)
                 record = self.run_epoch(self.state.epoch + 1, stop)
                 self.end_epoch(record)
+            if stop.requested:
+                raise TrainingInterrupted(stop.signal_name, self.state.epoch)
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         self.model.eval()
@@ -340,6 +405,10 @@ class Trainer:
         for name, scheduler in self.schedulers.items():
             if name in checkpoint["scheduler_states"]:
                 scheduler.load_state_dict(checkpoint["scheduler_states"][name])
+            if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+                # A run resumed with more epochs stretches the cosine decay to the new end;
+                # the chained form continues from the current rate, so the rate does not jump.
+                scheduler.T_max = self.train_config.n_epochs
         self.state = LoopState(**checkpoint["loop_state"])
         if checkpoint.get("best_weights") is not None:
             self.best_weights = {key: tensor.to(self.device) for key, tensor in checkpoint["best_weights"].items()}

@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from research.data import load
-from research.scoring import (ReferenceConfig, class_entropy, classifier_outputs, frechet_distance,
-                              reference_classifier, reference_path)
+from research.scoring import (
+    ReferenceConfig,
+    class_entropy,
+    classifier_outputs,
+    frechet_distance,
+    reference_classifier,
+    reference_path,
+)
 from tests.conftest import SMALL_REFERENCE
 
 

@@ -13,8 +13,14 @@ from mlflow.tracking import MlflowClient
 
 from registry import UnknownNameError
 from research.cli import main
-from research.sweeps import (SWEEPS, SweepFileError, find_sweep_or_raise, load_sweep_file, register_sweep_folders,
-                             sweep_folders)
+from research.sweeps import (
+    SWEEPS,
+    SweepFileError,
+    find_sweep_or_raise,
+    load_sweep_file,
+    register_sweep_folders,
+    sweep_folders,
+)
 from research.sweeps.storage import redact, storage_url
 from research.sweeps.study import SweepJob
 from research.sweeps.worker import prepare

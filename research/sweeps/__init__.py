@@ -18,8 +18,7 @@ from typing import Any
 
 import research
 from registry import Registry
-from research.sweeps.definition import (ParamSpace, SweepDefinition, SweepFileError, load_sweep_file,
-                                        parse_sweep)
+from research.sweeps.definition import ParamSpace, SweepDefinition, SweepFileError, load_sweep_file, parse_sweep
 
 __all__ = ["SWEEPS", "ParamSpace", "SweepDefinition", "SweepFileError", "find_sweep_or_raise",
            "load_sweep_file", "register_sweep_folders", "sweep_folders"]

@@ -16,8 +16,8 @@ import time
 import warnings
 from typing import Any
 
-from research.sweeps.study import (PARENT_ATTR, ROLE_TAG, STUDY_TAG, SweepJob, count_states, n_finished)
 from research.sweeps.storage import redact
+from research.sweeps.study import PARENT_ATTR, ROLE_TAG, STUDY_TAG, SweepJob, count_states, n_finished
 from research.tracking import Run, make_client
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,17 @@ from typing import Any
 
 from research.errors import ResearchError, TrainingInterrupted
 from research.sweeps.parent import ParentReporter, ensure_parent_run
-from research.sweeps.study import (ROLE_TAG, RUN_ATTR, STATE_TAG, STUDY_TAG, TRIAL_TAG, SweepJob, count_states,
-                                   n_finished, open_study)
+from research.sweeps.study import (
+    ROLE_TAG,
+    RUN_ATTR,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    SweepJob,
+    count_states,
+    n_finished,
+    open_study,
+)
 from research.tracking import Run, make_client
 
 logger = logging.getLogger(__name__)
@@ -237,7 +246,6 @@ def recover_stale_trials(study: Any, job: SweepJob) -> int:
 
 def run_worker(job: SweepJob) -> SessionTimes:
     """Run trials of `job`'s study until it has `job.n_trials` finished trials or time is up."""
-    import optuna
 
     study = open_study(job, create=False)
     reporter = ParentReporter(Run.resume(job.parent_run_id, client=make_client()))
