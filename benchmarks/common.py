@@ -31,7 +31,7 @@ class Size:
 SIZES = {
     "full": Size("full", None, 3, 5, 10_000),
     "quick": Size("quick", 8_192, 3, 1, 2_000),
-    "tiny": Size("tiny", 512, 2, 1, 200),
+    "tiny": Size("tiny", 512, 1, 1, 200),
 }
 
 

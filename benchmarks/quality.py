@@ -10,8 +10,11 @@ from sklearn.decomposition import PCA
 
 from benchmarks.common import SIZES, Result
 from research.data import load
+from research.latent.explore import ExploreOptions, explore
+from research.latent.probes import probe_accuracies
 from research.runner import RunOptions, train
 from research.spec import build_spec
+from research.tracking import OfflineRun
 
 REFERENCE_VAL_MSE = 0.0170
 
@@ -38,11 +41,19 @@ def autoencoder_rows(size_name: str) -> list[list[str]]:
     latent_dim = spec.model.latent_dim
     pca_val, pca_test = pca_mse(latent_dim, flat(data.train.images), flat(data.val.images),
                                 flat(data.test.images))
+    probes = explore(OfflineRun(), outcome.fit.model, data, ExploreOptions(methods=()), seed=0)
+    pca = PCA(n_components=latent_dim, random_state=0).fit(flat(data.train.images))
+    pca_probes = probe_accuracies(pca.transform(flat(data.train.images)), data.train.labels.numpy(),
+                                  pca.transform(flat(data.test.images)), data.test.labels.numpy(), 2)
     return [
         [f"`ae` defaults, {size.n_epochs} epochs: validation MSE", f"{val_mse:.4f}",
          f"PCA ({latent_dim} components) {pca_val:.4f}; reference {REFERENCE_VAL_MSE}", "≤ 0.0125"],
         [f"`ae` defaults, {size.n_epochs} epochs: test MSE", f"{test_mse:.4f}",
          f"PCA ({latent_dim} components) {pca_test:.4f}", ""],
+        ["`ae` codes: logistic-regression probe, test accuracy", f"{probes['latent/logreg_acc']:.3f}",
+         f"PCA ({latent_dim} components) {pca_probes['logreg_acc']:.3f}", "≥ 0.80"],
+        ["`ae` codes: k-NN probe, test accuracy", f"{probes['latent/knn_acc']:.3f}",
+         f"PCA ({latent_dim} components) {pca_probes['knn_acc']:.3f}", "≥ 0.84"],
     ]
 
 

@@ -104,6 +104,30 @@ def confusion_matrix_figure(counts: np.ndarray, class_names: Sequence[str],
                 xticklabels=class_names, yticklabels=class_names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def misclassified_figure(images: torch.Tensor, true_labels: Sequence[int], predicted_labels: Sequence[int],
+                         class_names: Sequence[str], n_columns: int = 8) -> Figure:
+    """Show images with their true and predicted class above each one."""
+    tiles = to_numpy_images(images)
+    n_rows = max(-(-len(tiles) // n_columns), 1)
+    fig, axes = plt.subplots(n_rows, n_columns, figsize=(1.7 * n_columns, 2.0 * n_rows), squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if index >= len(tiles):
+            ax.axis("off")
+            continue
+        ax.imshow(tiles[index], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"true {class_names[true_labels[index]]}\npred {class_names[predicted_labels[index]]}",
+                     fontsize=7)
+    fig.suptitle("Misclassified test images")
+    fig.tight_layout()
+    return fig
+
 
 def score_curve_figure(history: Mapping[str, Sequence[tuple[int, float]]], *,
                        title: str = "Discriminator scores") -> Figure:
@@ -146,23 +170,6 @@ def latent_manifold_figure(images: torch.Tensor, z1_values: Sequence[float], z2_
     fig.tight_layout()
     return fig
 
-
-def misclassified_figure(images: torch.Tensor, true_labels: Sequence[int], predicted_labels: Sequence[int],
-                         class_names: Sequence[str], n_columns: int = 8) -> Figure:
-    """Show images with their true and predicted class above each one."""
-    tiles = to_numpy_images(images)
-    n_rows = max(-(-len(tiles) // n_columns), 1)
-    fig, axes = plt.subplots(n_rows, n_columns, figsize=(1.7 * n_columns, 2.0 * n_rows), squeeze=False)
-    for index, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if index >= len(tiles):
-            ax.axis("off")
-            continue
-        ax.imshow(tiles[index], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true {class_names[true_labels[index]]}\npred {class_names[predicted_labels[index]]}",
-                     fontsize=7)
-    fig.suptitle("Misclassified test images")
 
 def traversal_figure(images: torch.Tensor, dimensions: Sequence[int], values: Sequence[float], *,
                      title: str = "Latent traversals") -> Figure:

@@ -34,7 +34,7 @@ END_REASON_TAG = "research.end_reason"
 
 @dataclass
 class RunOptions:
-    """How a run is tracked and where it trains; none of this changes the results."""
+    """Tracking and placement options of a run; none of them changes the results."""
 
     experiment: str | None = None
     run_name: str | None = None
@@ -50,7 +50,7 @@ class RunOptions:
 
 @dataclass
 class FinishedTraining:
-    """What a finisher gets: the run, its spec, the data and the trained model at its best epoch."""
+    """The input of a finisher: the run, its spec, the data and the trained model at its best epoch."""
 
     run: Run
     spec: RunSpec
@@ -197,7 +197,8 @@ def finish_run(run: Run, spec: RunSpec, data: FashionMNIST, result: FitResult) -
     log_milestones(run, model, state.history)
     model.on_train_end(run, data)
     shown = "  ".join(f"{key} {value:.4g}" for key, value in test_metrics.items())
-    logger.info("Finished after %d epochs (best epoch %d)  %s", state.epoch, state.best_epoch, shown)
+    logger.info("Finished after %d epoch%s (best epoch %d)  %s", state.epoch, "" if state.epoch == 1 else "s",
+                state.best_epoch, shown)
     return test_metrics
 
 

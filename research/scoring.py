@@ -46,9 +46,9 @@ SAMPLE_SEED = 0
 
 @dataclass(frozen=True)
 class ReferenceConfig(Config):
-    """How the reference classifier is trained; its hash names the cache file."""
+    """Training settings of the reference classifier; their hash names the cache file."""
 
-    n_epochs: int = param(2, "training epochs", min=1)
+    n_epochs: int = param(1, "training epochs", min=1)
     train_size: int | None = param(None, "first N training images only; None uses all", min=1)
     val_fraction: float = param(0.1, "share of the 60,000 training images held out", min=0.0, max=0.9,
                                 min_exclusive=True)

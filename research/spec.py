@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from research.config import Config, flatten
-from research.errors import ConfigError
+from research.errors import ConfigError, UsageError
 from research.models import DataConfig, Model, TrainConfig, find_model_or_raise
 
 GROUPS = ("model", "train", "data")
@@ -79,8 +79,8 @@ def build_spec(model_name: str, overrides: Mapping[str, Any] | Sequence[str] = (
     for key, value in overrides.items():
         group, _, name = key.rpartition(".")
         if name not in names or (group and names[name] != group):
-            raise ConfigError(key, value, f"not a hyperparameter of model {model_name!r}",
-                              f"valid names: {', '.join(sorted(names))} (see `research models`)")
+            raise UsageError(f"unknown hyperparameter {key!r} for model {model_name!r}; valid names: "
+                             f"{', '.join(sorted(names))} (see `research models`)")
         grouped[names[name]][name] = value
     return RunSpec(model_name=model_name, seed=seed,
                    model=model_class.Config.from_dict(grouped["model"]),

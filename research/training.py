@@ -133,7 +133,7 @@ class LoopState:
 
 @dataclass
 class FitResult:
-    """What `Trainer.fit` returns."""
+    """The result of `Trainer.fit`: the model at its best epoch, the loop state and the training time."""
 
     model: Model
     state: LoopState

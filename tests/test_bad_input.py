@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from research.cli import main
 from tests.processes import research_env, run_id_in, run_research
 
-TINY = ["--train-size", "512", "--epochs", "1", "-p", "n_channels=4", "--batch-size", "64", "--quiet"]
+TINY = ["--train-size", "512", "--epochs", "1", "-p", "n_channels=4", "--batch-size", "64", "--quiet", "--no-explore",
+        "--no-score"]
 
 
 @pytest.mark.parametrize("args,words", [

@@ -16,12 +16,13 @@ def bench_paths(workdir: Path, with_real_data: Path) -> tuple[Path, Path]:
 
 def test_benchmarks_write_page(bench_paths: tuple[Path, Path]) -> None:
     results, page = bench_paths
-    main(["--tiny", "--only", "training_loop,tracking_overhead,gpu,quality", "--results-dir", str(results),
+    main(["--tiny", "--only", "training_loop,tracking_overhead,latent,sweeps,gpu,quality", "--results-dir", str(results),
           "--page", str(page)])
     text = page.read_text()
-    for title in ("Training loop", "Tracking overhead", "GPU", "Result quality"):
+    for title in ("Training loop", "Tracking overhead", "Latent exploration time", "Sweeps", "GPU",
+                  "Result quality"):
         assert f"## {title}" in text
-    for name in ("training_loop", "tracking_overhead", "gpu", "quality"):
+    for name in ("training_loop", "tracking_overhead", "latent", "sweeps", "gpu", "quality"):
         assert (results / f"{name}.json").exists()
     assert "ratio to reference" in text
     assert "validation MSE" in text

@@ -29,13 +29,13 @@ def test_models_lists_hyperparameters() -> None:
 
 @pytest.mark.parametrize("args,words", [
     (["run", "nosuchmodel"], ["unknown model 'nosuchmodel'", "ae"]),
-    (["run", "ae", "-p", "depth=3"], ["depth", "not a hyperparameter of model 'ae'", "latent_dim"]),
+    (["run", "ae", "-p", "depth=3"], ["depth", "unknown hyperparameter 'depth' for model 'ae'", "latent_dim"]),
     (["run", "ae", "-p", "latent_dim=0"], ["latent_dim", "must be >= 1"]),
     (["run", "ae", "-p", "latent_dim=two"], ["latent_dim", "must be an integer"]),
     (["run", "ae", "-p", "lr=-0.1"], ["lr", "must be > 0.0"]),
     (["run", "ae", "-p", "optimizer=lbfgs"], ["optimizer", "adam, adamw, rmsprop, sgd"]),
     (["run", "ae", "-p", "latent_dim"], ["name=value"]),
-    (["run", "ae", "-p", "model.lr=0.1"], ["model.lr", "not a hyperparameter"]),
+    (["run", "ae", "-p", "model.lr=0.1"], ["model.lr", "unknown hyperparameter"]),
     (["run", "ae", "--device", "cuda:7"], ["cuda"]),
 ])
 def test_usage_errors_exit_2_without_traceback(workdir, args: list[str], words: list[str]) -> None:

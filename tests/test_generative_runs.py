@@ -17,7 +17,8 @@ from research.cli import main
 from research.figures import image_grid
 
 # A small validation split keeps the per-epoch evaluation short.
-COMMON_ARGS = ["--epochs", "2", "--train-size", "1000", "--quiet", "--seed", "3", "-p", "val_fraction=0.05"]
+COMMON_ARGS = ["--epochs", "2", "--train-size", "1000", "--quiet", "--seed", "3", "-p", "val_fraction=0.05",
+               "--no-explore"]
 EXTRA_ARGS = {
     "vae": ["--batch-size", "100"],
     "gan": [],
@@ -163,7 +164,7 @@ def test_checkpoint_redraws_last_grid(finished: dict) -> None:
 def test_vae_traversal_for_larger_latent(tmp_path: Path, real_data_dir: Path) -> None:
     result, client = run_cli(tmp_path, real_data_dir, ["run", "vae", "--epochs", "1", "--train-size", "512",
                                                        "--quiet", "-p", "val_fraction=0.05", "-p", "latent_dim=3",
-                                                       "-p", "n_channels=4"])
+                                                       "-p", "n_channels=4", "--no-explore"])
     assert result.exit_code == 0, result.output
     run = only_run(client, "vae")
     artifacts = Path(client.download_artifacts(run.info.run_id, "figures", str(tmp_path / "artifacts")))
@@ -178,7 +179,7 @@ def test_non_finite_loss_fails_run(tmp_path: Path, real_data_dir: Path) -> None:
     # about 1e30, so epoch 1 ends with finite training metrics and a checkpoint,
     # and the first forward pass of epoch 2 overflows to NaN.
     args = ["run", "vae", "--epochs", "3", "--train-size", "200", "--batch-size", "200", "--quiet",
-            "-p", "val_fraction=0.05", "-p", "lr=1e30", "-p", "n_channels=4"]
+            "-p", "val_fraction=0.05", "-p", "lr=1e30", "-p", "n_channels=4", "--no-explore"]
     result, client = run_cli(tmp_path, real_data_dir, args)
 
     assert result.exit_code == 1

@@ -49,7 +49,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict
     patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
     patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "1", "--train-size", "512", "--quiet",
-                                       "-p", "n_channels=4", "--register"])
+                                       "-p", "n_channels=4", "--register", "--no-explore"])
     client = MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("ae").experiment_id])[0]
     best = Path(client.download_artifacts(run.info.run_id, "checkpoints/best.pt", str(folder)))

@@ -22,7 +22,7 @@ from research.spec import build_spec
 from tests.processes import finish, read_until, research_env, run_id_in, run_research, signal_paused, start_research
 
 ARGS = ["run", "ae", "--train-size", "512", "--batch-size", "16", "--epochs", "3", "-p", "n_channels=4",
-        "--seed", "3"]
+        "--seed", "3", "--no-explore", "--no-score"]
 COMPARED = ("train/loss", "val/loss", "lr")
 
 
@@ -128,7 +128,7 @@ def test_second_sigint_stops_at_once(store: dict) -> None:
     folder, env, client = store["folder"], store["env"], store["client"]
     # One slow step per epoch, so the second signal lands while the first step still runs.
     process = start_research(["run", "ae", "--train-size", "1024", "--batch-size", "1024", "--epochs", "2",
-                              "-p", "n_channels=16", "--run-name", "twice"], folder, env)
+                              "-p", "n_channels=16", "--run-name", "twice", "--no-explore", "--no-score"], folder, env)
     seen = read_until(process, r"epoch 1/2:")
     signal_paused(process, signal.SIGINT)
     seen = read_until(process, "SIGINT received") if "SIGINT received" not in seen else seen

@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from research.checkpoints import load_checkpoint
 from tests.processes import finish, read_until, research_env, run_id_in, run_research, signal_paused, start_research
 
-ARGS = ["run", "ae", "--train-size", "512", "--batch-size", "32", "--epochs", "3", "-p", "n_channels=4"]
+ARGS = ["run", "ae", "--train-size", "512", "--batch-size", "32", "--epochs", "3", "-p", "n_channels=4",
+        "--no-explore", "--no-score"]
 
 
 class Server:

@@ -37,7 +37,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict
     client = MlflowClient(tracking_uri=uri)
     results = {}
     for name, arguments in (("ae", ["ae", "-p", "batch_norm=true", "-p", "lr=0.003"]), ("cnn", ["cnn"])):
-        results[name] = runner.invoke(main, ["run", *arguments, *QUICK])
+        results[name] = runner.invoke(main, ["run", *arguments, *QUICK, "--no-explore"])
         assert results[name].exit_code == 0, results[name].output
     ae_run = latest_run(client, "ae")
     results["classifier"] = runner.invoke(main, ["run", "classifier", "--from", ae_run.info.run_id, *QUICK,

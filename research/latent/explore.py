@@ -151,7 +151,8 @@ def explore(run: Run, model: Any, data: FashionMNIST, options: ExploreOptions | 
     latent_metrics = {f"latent/{key}": value for key, value in metrics.items()}
     run.log_metrics(latent_metrics, step=step)
     logger.info("Latent exploration took %.1f s: %s", metrics["time_total_s"], "  ".join(
-        f"{key} {value:.4g}" for key, value in latent_metrics.items() if not key.startswith("latent/time_")))
+        f"{key} {value:.4g}" if key != "latent/n_samples" else f"{key} {int(value)}"
+        for key, value in latent_metrics.items() if not key.startswith("latent/time_")))
     return latent_metrics
 
 

@@ -26,7 +26,9 @@ class AEConfig(Config):
     n_channels: int = param(11, "channels of the first convolution; later ones use 2n and 4n",
                             min=1, max=512)
     latent_dim: int = param(9, "size of the latent code", min=1, max=4096)
-    batch_norm: bool = param(False, "batch normalisation after each hidden convolution")
+    # On by default: with a one-cycle schedule it lowers the 5-epoch validation MSE
+    # from about 0.0172 to 0.0139 (benchmarks/quality.py and docs/benchmarks.md).
+    batch_norm: bool = param(True, "batch normalisation after each hidden convolution")
 
 
 @register_model("ae")
@@ -34,9 +36,10 @@ class Autoencoder(Model):
     """Convolutional autoencoder trained with the mean squared reconstruction error."""
 
     Config = AEConfig
-    # The reference study's best trial: Adam, lr 0.0091, weight decay 1e-5, batch 256.
+    # The reference study's best trial (Adam, lr 0.0091, weight decay 1e-5, batch 256),
+    # with that lr as the peak of a one-cycle schedule.
     default_training = TrainConfig(n_epochs=5, batch_size=256, optimizer="adam", lr=0.0091,
-                                   weight_decay=1e-5)
+                                   weight_decay=1e-5, scheduler="onecycle")
     has_encoder = True
     can_generate = True
     n_codes_fitted = 10_000  # training images whose codes define the sampling Gaussian

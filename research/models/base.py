@@ -46,7 +46,7 @@ class TrainConfig(Config):
 
 @dataclass(frozen=True)
 class DataConfig(Config):
-    """How the dataset is split and shrunk for a run."""
+    """The train/validation split and the training-set size of a run."""
 
     val_fraction: float = param(0.2, "share of the 60,000 training images held out for validation",
                                 min=0.0, max=0.9, min_exclusive=True)
@@ -175,7 +175,7 @@ class Model(nn.Module):
 
 @dataclass(frozen=True)
 class SourceSetup:
-    """What `--from` adds to a run: hyperparameter overrides and MLflow run tags."""
+    """The hyperparameter overrides and MLflow run tags that `--from` adds to a run."""
 
     overrides: dict[str, Any]
     tags: dict[str, str]
