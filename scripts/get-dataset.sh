@@ -4,7 +4,7 @@
 set -eu
 
 if research data >/dev/null 2>&1; then
-    research data | head -n 1
+    research data | sed -n 1p
     exit 0
 fi
 
@@ -20,7 +20,7 @@ if command -v apt-get >/dev/null 2>&1; then
         echo "Installing Debian's dataset-fashion-mnist package"
         $SUDO apt-get update -q >/dev/null
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null
-        research data | head -n 1
+        research data | sed -n 1p
         exit 0
     fi
 fi
