@@ -240,7 +240,7 @@ def run_command(model_name: str | None, overrides: tuple[str, ...], epochs: int 
     print_run_location(outcome.run_id, outcome.experiment_id)
     if registration is not None and registration.version is not None:
         version = registration.version
-        click.echo(f"Promote the new version with "
+        click.echo(f"Registered {version.name!r} version {version.version}; promote it with "
                    f"`research promote {version.name} {version.version} --stage production`.")
 
 

@@ -360,7 +360,7 @@ def register_run(run_id: str, name: str | None = None, checkpoint: str = "best",
             name, source=f"models:/{logged.model_id}", run_id=run_id, model_id=logged.model_id,
             tags={MODEL_TAG: model_name, CHECKPOINT_TAG: checkpoint},
             description=f"{model_name!r} from the {checkpoint} checkpoint of run {run_id}")
-    logger.info("Registered %r version %s from the %s checkpoint of run %s in %.1f s", name, version.version,
+    logger.debug("Registered %r version %s from the %s checkpoint of run %s in %.1f s", name, version.version,
                 checkpoint, run_id, time.perf_counter() - started)
     return version
 
