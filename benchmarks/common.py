@@ -19,7 +19,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass
 class Size:
-    """How big a benchmark run is: `full` for the published page, `quick` for minutes, `tiny` for tests."""
+    """The size of a benchmark run: `full` for the published page, `quick` for minutes, `tiny` for tests."""
 
     name: str
     train_size: int | None  # None: all 48,000 training images
@@ -128,7 +128,7 @@ def interleaved(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[s
 
 
 def ratio_text(numerator: list[float], denominator: list[float]) -> str:
-    """The median of per-repeat ratios, with their range: pairs measured together share the noise."""
+    """Format the median of per-repeat ratios with their range, because pairs measured together share the noise."""
     ratios = [a / b for a, b in zip(numerator, denominator)]
     return f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})"
 
