@@ -17,7 +17,8 @@ TINY_SWEEP: dict[str, Any] = {
     "objective": {"metric": "val/loss", "direction": "minimize"},
     "n_trials": 4,
     "n_epochs": 2,
-    "fixed": {"batch_size": 128, "val_fraction": 0.02},
+    # The reference network, so that the queued lr 1e6 trial reliably overflows.
+    "fixed": {"batch_size": 128, "val_fraction": 0.02, "batch_norm": False, "scheduler": "none"},
     "search_space": {
         "n_channels": {"type": "int", "low": 2, "high": 4},
         "latent_dim": {"type": "int", "low": 2, "high": 4},

@@ -119,7 +119,8 @@ def test_status_and_best_commands(finished_sweep: dict) -> None:
     assert "4 of 4 trials finished" in status.output
     assert "FAIL      1" in status.output
     assert best.exit_code == 0, best.output
-    assert best.output.startswith("research run ae -p batch_size=128 -p val_fraction=0.02 -p n_channels=")
+    assert best.output.startswith("research run ae -p batch_size=128 -p val_fraction=0.02 -p batch_norm=")
+    assert "-p scheduler=none -p n_channels=" in best.output
 
 
 def test_resume_after_sigkill(workdir: Path, real_data_dir: Path) -> None:
