@@ -67,7 +67,11 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
     from research.tracking import quiet_mlflow_warnings
 
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    level = logging.INFO
+    if quiet:
+        level = logging.WARNING
+    if verbose:
+        level = logging.DEBUG
     handler = _TqdmLoggingHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("research")

@@ -75,7 +75,7 @@ class Config:
 
 @dataclass(frozen=True)
 class ParamInfo:
-    """What `research models` prints about one hyperparameter."""
+    """The name, type, default, help and rule of one hyperparameter, as `research models` prints them."""
 
     name: str
     type_name: str

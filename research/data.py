@@ -81,7 +81,7 @@ def find_file(folder: Path, stem: str) -> Path | None:
 
 
 def locate(data_dir: str | Path | None = None) -> tuple[Path, dict[str, Path]]:
-    """Return the first folder holding all four files and their paths.
+    """Return the first folder that contains all four files, and their paths.
 
     Raises `DataError` listing every place tried when none holds them all.
     """
@@ -198,7 +198,7 @@ class FashionMNIST:
 
 
 def load_raw(data_dir: str | Path | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
-    """Read the four files of the first folder that holds them."""
+    """Read the four files from the first folder that contains them."""
     folder, paths = locate(data_dir)
     tensors = {key: read_idx(paths[key]) for key in FILES}
     for split in ("train", "test"):

@@ -38,7 +38,7 @@ class CheckpointError(ResearchError):
 
 
 class TrackingError(ResearchError):
-    """The MLflow tracking store failed or does not answer."""
+    """The MLflow tracking store failed or did not respond."""
 
 
 class NonFiniteLossError(ResearchError):

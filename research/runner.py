@@ -234,7 +234,7 @@ def end_unfinished(run: Run, error: BaseException, trainer: Trainer | None, chec
     with signals_ignored():
         try:
             run.set_tags({END_REASON_TAG: f"{type(error).__name__}: {reason}"[:5000]})
-            # A second Ctrl-C asks to stop at once, so skip the figure then.
+            # A second Ctrl-C requests an immediate stop, so the figure is skipped then.
             if trainer is not None and trainer.state.history and not isinstance(error, KeyboardInterrupt):
                 run.log_figure(loss_curve_figure(trainer.state.history), "figures/loss_curve.png")
         except Exception as tag_error:  # noqa: BLE001 - the store may be what failed; still end the run

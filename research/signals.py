@@ -1,6 +1,6 @@
 """Graceful SIGINT/SIGTERM handling for training.
 
-The first signal asks the loop to stop after the current step, so it can write
+The first signal requests that the loop stop after the current step, so it can write
 a checkpoint and end the MLflow run KILLED. A second SIGINT or SIGTERM raises
 `KeyboardInterrupt` at once.
 """

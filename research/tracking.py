@@ -46,7 +46,7 @@ def check_tracking_store(uri: str | None = None) -> None:
     if scheme in ("http", "https"):
         probe_server(uri)
     elif scheme == "sqlite":
-        # MLflow keeps the artifacts of a SQLite store in ./mlruns unless the experiment says otherwise.
+        # MLflow keeps the artifacts of a SQLite store in ./mlruns unless the experiment sets another artifact location.
         check_folder_writable(Path.cwd(), "the working directory, where MLflow writes ./mlruns,")
         database = uri.removeprefix("sqlite:///")
         if database and database != ":memory:":

@@ -129,7 +129,8 @@ def test_batches_scale_to_unit_range(tmp_path: Path) -> None:
     images, labels = next(load(folder).train.batches(16))
     assert images.shape == (16, 1, 28, 28)
     assert images.dtype == torch.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0
+    assert images.max() <= 1.0
     assert labels.dtype == torch.int64
 
 

@@ -26,7 +26,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) 
     patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
     patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
     # The reference network: with 16 steps in all, batch-norm statistics are still
-    # far from the data and the test MSE says little about the logging checked here.
+    # far from the data, so the test MSE would tell little about the logging checked here.
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "2", "--train-size", "2048", "--quiet",
                                        "--run-name", "e2e", "-p", "latent_dim=6", "--no-explore",
                                        "-p", "batch_norm=false", "-p", "scheduler=none"])

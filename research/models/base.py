@@ -129,7 +129,7 @@ class Model(nn.Module):
         """Load the weights that training starts from, such as a pretrained encoder.
 
         The loop calls it before the first step of a new run; a resumed run skips
-        it because its checkpoint already holds those weights.
+        it because its checkpoint already contains those weights.
         """
 
     def on_fit_end(self, data: FashionMNIST) -> None:
