@@ -38,6 +38,20 @@ def with_real_data(real_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     return real_data_dir
 
 
+def enter_store(folder: Path, real_data_dir: Path) -> tuple[pytest.MonkeyPatch, str]:
+    """Make `folder` the working directory with its own MLflow store and cache; return the patch and store URI.
+
+    For module-scoped fixtures, which cannot use `monkeypatch`; call `patch.undo()` when done.
+    """
+    patch = pytest.MonkeyPatch()
+    patch.chdir(folder)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
+    patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
+    return patch, uri
+
+
 def write_idx(path: Path, array: np.ndarray, *, magic: int | None = None, compress: bool = False) -> Path:
     """Write `array` (uint8) as an idx file, gzipped when `compress`."""
     array = np.asarray(array, dtype=np.uint8)

@@ -14,17 +14,13 @@ from PIL import Image
 from research.checkpoints import load_checkpoint, load_model_checkpoint
 from research.cli import main
 from research.data import load
+from tests.conftest import enter_store
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict:
     folder = tmp_path_factory.mktemp("e2e")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
-    patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
+    patch, uri = enter_store(folder, real_data_dir)
     # The reference network: with 16 steps in all, batch-norm statistics are still
     # far from the data, so the test MSE would tell little about the logging checked here.
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "2", "--train-size", "2048", "--quiet",

@@ -17,6 +17,7 @@ from research.cli import main
 from research.config import Config, param
 from research.models import MODELS, Model, TrainConfig, register_model
 from research.models.base import Batch, Metrics
+from tests.conftest import enter_store
 
 FIGURES = ("pca_variance", "pca", "tsne", "umap", "generation", "interpolations", "model_samples")
 
@@ -24,12 +25,7 @@ FIGURES = ("pca_variance", "pca", "tsne", "umap", "generation", "interpolations"
 @pytest.fixture(scope="module")
 def explored_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict:
     folder = tmp_path_factory.mktemp("latent-e2e")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
-    patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
+    patch, uri = enter_store(folder, real_data_dir)
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "1", "--train-size", "1024", "--quiet",
                                        "--n-samples", "500", "-p", "n_channels=4", "-p", "latent_dim=6"])
     client = MlflowClient(tracking_uri=uri)

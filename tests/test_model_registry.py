@@ -19,6 +19,7 @@ from PIL import Image
 from research.checkpoints import load_model_checkpoint, save_checkpoint
 from research.cli import main
 from research.model_registry import MODEL_TAG, promote, register_run
+from tests.conftest import enter_store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,12 +43,7 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
 def store(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict:
     """One finished `research run ae --register` on 512 real images, in its own MLflow store."""
     folder = tmp_path_factory.mktemp("registry")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
-    patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
+    patch, uri = enter_store(folder, real_data_dir)
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "1", "--train-size", "512", "--quiet",
                                        "-p", "n_channels=4", "--register", "--no-explore"])
     client = MlflowClient(tracking_uri=uri)

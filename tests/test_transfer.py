@@ -19,6 +19,7 @@ from research.sources import run_id_of_model_uri
 from research.spec import build_spec
 from research.tracking import OfflineRun, Run
 from research.training import Trainer
+from tests.conftest import enter_store
 
 QUICK = ["--epochs", "2", "--train-size", "2048", "--quiet", "-p", "val_fraction=0.05"]
 
@@ -27,12 +28,7 @@ QUICK = ["--epochs", "2", "--train-size", "2048", "--quiet", "-p", "val_fraction
 def store(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict:
     """One short real-data ae run, one classifier fine-tuned from it and one cnn run, in one store."""
     folder = tmp_path_factory.mktemp("transfer")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
-    patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
+    patch, uri = enter_store(folder, real_data_dir)
     runner = CliRunner()
     client = MlflowClient(tracking_uri=uri)
     results = {}
