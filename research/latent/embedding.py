@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ MIN_POINTS = {"pca": 2, "tsne": 2, "umap": 4}
 MAX_TRUSTWORTHINESS_POINTS = 2000
 TRUSTWORTHINESS_NEIGHBORS = 5
 FFT_MIN_POINTS = 10_000  # t-SNE switches from Barnes-Hut to FFT gradients at this size
+FFT_INTERPOLATION_POINTS = 2
 UMAP_SHORT_LAYOUT_POINTS = 10_000  # UMAP runs 200 layout epochs from this size on
 
 
@@ -100,8 +102,12 @@ def tsne_view(codes: np.ndarray, perplexity: float, seed: int) -> tuple[np.ndarr
     # FFT gradients have a fixed cost per iteration that dominates on small sets:
     # on 300 codes, openTSNE 1.0.4 took 3 s of CPU with Barnes-Hut and 19 s with FFT.
     method = "fft" if len(codes) >= FFT_MIN_POINTS else "bh"
+    # Two interpolation points per grid cell instead of openTSNE's three: on
+    # 10,000 autoencoder codes this took the fit from 56 s to 21 s on 2 cores,
+    # with the same trustworthiness (0.997) and no visible change in the map.
+    fft_settings = {"n_interpolation_points": FFT_INTERPOLATION_POINTS} if method == "fft" else {}
     tsne = TSNE(perplexity=effective, initialization="pca", negative_gradient_method=method,
-                n_jobs=n_workers(), random_state=seed, verbose=False)
+                n_jobs=n_workers(), random_state=seed, verbose=False, **fft_settings)
     return np.asarray(tsne.fit(codes.astype(np.float64))), effective
 
 
@@ -120,8 +126,27 @@ def umap_view(codes: np.ndarray, n_neighbors: int, seed: int) -> tuple[np.ndarra
     n_epochs = 200 if len(codes) >= UMAP_SHORT_LAYOUT_POINTS else None
     # A fixed random_state makes UMAP deterministic and single-threaded.
     reducer = umap.UMAP(n_neighbors=effective, n_components=2, n_epochs=n_epochs, random_state=seed, n_jobs=1,
-                        low_memory=True)
-    return np.asarray(reducer.fit_transform(codes)), effective
+                        low_memory=True, precomputed_knn=exact_neighbors(codes, effective))
+    with warnings.catch_warnings():
+        # Without pynndescent's search index UMAP warns that it cannot transform
+        # new points; the view never does.
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+        return np.asarray(reducer.fit_transform(codes)), effective
+
+
+def exact_neighbors(codes: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np.ndarray, None]:
+    """Return the exact nearest neighbours of every code, itself included, as UMAP takes them.
+
+    Latent codes have few dimensions, so an exact search takes a fraction of a
+    second, while pynndescent's approximate search compiles for about 35 s in
+    every new process: on 10,000 codes the UMAP view took 47 s with it and 11 s
+    with this.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    search = NearestNeighbors(n_neighbors=n_neighbors).fit(codes)
+    distances, indices = search.kneighbors(codes)
+    return indices, distances.astype(np.float32), None
 
 
 def trustworthiness(codes: np.ndarray, points: np.ndarray, seed: int) -> float | None:
