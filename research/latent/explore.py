@@ -160,10 +160,14 @@ def log_views(run: Run, test: Codes, options: ExploreOptions, seed: int, timer: 
               metrics: dict[str, float]) -> dict[str, np.ndarray]:
     """Log the PCA variance curve and a class-coloured scatter per method; return the 2-D points."""
     codes, labels = test.codes, test.labels
+    axis_labels = {method: (f"{METHOD_TITLES[method]} 1", f"{METHOD_TITLES[method]} 2") for method in METHODS}
     if len(codes) >= 2:
         with timer.phase("pca"):
             _, ratios = pca_view(codes)
         metrics["pca_components_90"] = float(components_for_variance(ratios))
+        shares = list(ratios[:2]) + [0.0] * (2 - len(ratios[:2]))
+        axis_labels["pca"] = tuple(f"principal component {index + 1} ({100 * share:.0f} % of the variance)"
+                                   for index, share in enumerate(shares))
         with timer.phase("figures"):
             run.log_figure(pca_variance_figure(ratios, int(metrics["pca_components_90"])),
                            "latent/pca_variance.png")
@@ -181,8 +185,8 @@ def log_views(run: Run, test: Codes, options: ExploreOptions, seed: int, timer: 
         with timer.phase("figures"):
             title = f"{METHOD_TITLES[method]} of {len(codes)} test codes ({codes.shape[1]}-d)"
             settings = ", ".join(f"{key.partition('_')[2]} {value:g}" for key, value in view.settings.items())
-            run.log_figure(scatter_figure(view.points, labels, title + (f", {settings}" if settings else "")),
-                           f"latent/{method}.png")
+            run.log_figure(scatter_figure(view.points, labels, title + (f", {settings}" if settings else ""),
+                                          axis_labels[method]), f"latent/{method}.png")
     return embeddings
 
 

@@ -46,7 +46,8 @@ def pca_variance_figure(ratios: np.ndarray, n_components_90: int) -> Figure:
     return fig
 
 
-def scatter_figure(points: np.ndarray, labels: np.ndarray, title: str) -> Figure:
+def scatter_figure(points: np.ndarray, labels: np.ndarray, title: str, axis_labels: Sequence[str] = ("", "")
+                   ) -> Figure:
     """Scatter a 2-D view (N, 2), coloured by class, with the class names in the legend."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -65,6 +66,8 @@ def scatter_figure(points: np.ndarray, labels: np.ndarray, title: str) -> Figure
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2, frameon=False)
     fig.tight_layout()
     return fig
