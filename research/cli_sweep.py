@@ -88,10 +88,13 @@ def list_command(sweeps_dirs: tuple[str, ...]) -> None:
                                       "is marked FAIL and its parameters are queued again once.")
 @click.option("--data-dir", envvar="RESEARCH_DATA_DIR", type=click.Path(file_okay=False),
               help="Folder holding the FashionMNIST idx files.")
+@click.option("--from", "source", metavar="SOURCE",
+              help="The trained model every trial starts from (classifier: the encoder), as for `research run`. "
+                   "The study stores it, so a resume needs no --from.")
 @study_options
 def run_command(name: str, n_trials: int | None, timeout_s: float | None, workers: int, epochs: int | None,
                 train_size: int | None, device: str, seed: int, experiment: str | None, heartbeat_s: int,
-                data_dir: str | None, storage: str | None, study_name: str | None,
+                data_dir: str | None, source: str | None, storage: str | None, study_name: str | None,
                 sweeps_dirs: tuple[str, ...]) -> None:
     """Run sweep NAME until its study has the target number of finished trials; rerun to resume."""
     from research.sweeps.launch import run_sweep
@@ -100,7 +103,7 @@ def run_command(name: str, n_trials: int | None, timeout_s: float | None, worker
     definition = load_definition(name, sweeps_dirs)
     job = make_job(definition, storage, study_name, n_trials=n_trials, n_epochs=epochs, experiment=experiment,
                    timeout_s=timeout_s, train_size=train_size, device=device, seed=seed, data_dir=data_dir,
-                   heartbeat_s=heartbeat_s, n_workers=workers)
+                   heartbeat_s=heartbeat_s, n_workers=workers, source=source)
     counts = run_sweep(job)
     shown = ", ".join(f"{state} {count}" for state, count in sorted(counts.items()))
     click.echo(f"Study '{job.study_name}' in {redact(job.storage)}: {shown}.")
@@ -157,10 +160,13 @@ def best_command(name: str, train: bool, epochs: int | None, device: str, seed: 
         raise UsageError(f"study {job.study_name!r} has no complete trial yet; run `research sweep run {name}`")
     values = {**definition.fixed, **best.params}
     flags = " ".join(f"-p {key}={value}" for key, value in values.items())
-    click.echo(f"research run {definition.model} {flags}")
+    source_flag = f" --from {job.source}" if job.source else ""
+    click.echo(f"research run {definition.model}{source_flag} {flags}")
     if train:
-        train_best(definition.model, values, epochs, device, seed, quiet, tags={
-            "research.study": job.study_name, "research.best_trial": str(best.number)})
+        tags = {"research.study": job.study_name, "research.best_trial": str(best.number)}
+        job.resolve_source()
+        train_best(definition.model, {**job.source_overrides, **values}, epochs, device, seed, quiet,
+                   tags={**job.tags, **tags})
 
 
 def train_best(model: str, values: dict[str, Any], epochs: int | None, device: str, seed: int, quiet: bool,

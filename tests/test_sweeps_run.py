@@ -180,6 +180,8 @@ def run_two_workers(workdir: Path, real_data_dir: Path, storage: str, study_name
     assert len(finished) == 3
     assert "RUNNING" not in states(trials)
     assert len({trial.number for trial in trials}) == len(trials)
+    # Each worker draws from its own seeded sampler, so no two trials share parameters.
+    assert len({tuple(sorted(trial.params.items())) for trial in trials}) == len(trials)
     run_ids = [trial.user_attrs["mlflow_run_id"] for trial in finished]
     assert len(set(run_ids)) == 3
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")

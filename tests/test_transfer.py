@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from click.testing import CliRunner
@@ -219,3 +220,39 @@ def test_classifier_without_source(store: dict) -> None:
     result = store["runner"].invoke(main, ["run", "classifier", *QUICK])
     assert result.exit_code == 2
     assert "needs a trained encoder" in result.output
+
+
+def test_classifier_sweep_from_encoder(store: dict) -> None:
+    runner, folder, ae_run_id = store["runner"], store["folder"], store["ae"].info.run_id
+    storage = f"sqlite:///{folder / 'optuna-classifier.db'}"
+    quick = ["--storage", storage, "--train-size", "512", "--epochs", "1", "--heartbeat", "1"]
+
+    missing = runner.invoke(main, ["sweep", "run", "classifier-finetune", *quick, "--n-trials", "1"])
+    assert missing.exit_code == 2
+    assert "pass --from RUN_ID" in missing.output
+    assert optuna.get_all_study_names(storage) == []
+
+    first = runner.invoke(main, ["sweep", "run", "classifier-finetune", *quick, "--n-trials", "1",
+                                 "--from", ae_run_id])
+    assert first.exit_code == 0, first.output
+    # A resume without --from uses the stored source; a different one is refused.
+    second = runner.invoke(main, ["sweep", "run", "classifier-finetune", *quick, "--n-trials", "2"])
+    assert second.exit_code == 0, second.output
+    checkpoint = download_checkpoint(store["client"], ae_run_id, folder / "other-source")
+    other = runner.invoke(main, ["sweep", "run", "classifier-finetune", *quick, "--n-trials", "3",
+                                 "--from", str(checkpoint)])
+    assert other.exit_code == 2
+    assert f"started --from '{ae_run_id}'" in other.output
+
+    study = optuna.load_study(study_name="classifier-finetune", storage=storage)
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE"]
+    # The resumed session draws new parameters instead of repeating the first trial's.
+    assert study.trials[0].params != study.trials[1].params
+    client = store["client"]
+    experiment = client.get_experiment_by_name("sweep-classifier-finetune")
+    trial_runs = client.search_runs([experiment.experiment_id], "tags.`research.sweep_role` = 'trial'")
+    assert len(trial_runs) == 2
+    assert {run.data.tags["research.source_run_id"] for run in trial_runs} == {ae_run_id}
+    best = runner.invoke(main, ["sweep", "best", "classifier-finetune", "--storage", storage])
+    assert best.exit_code == 0, best.output
+    assert best.output.startswith(f"research run classifier --from {ae_run_id} -p mode=finetune -p lr=")

@@ -69,6 +69,8 @@ class Model(nn.Module):
     default_training: ClassVar[TrainConfig] = TrainConfig()
     monitor: ClassVar[str | None] = "loss"
     has_encoder: ClassVar[bool] = False
+    # True for models that start from another trained model and cannot train without --from.
+    needs_source: ClassVar[bool] = False
     can_generate: ClassVar[bool] = False
     # Named validation thresholds whose first crossing the run reports as
     # `epochs_to_<name>` and `seconds_to_<name>`: name -> (metric key, minimum value).

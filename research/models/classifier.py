@@ -73,6 +73,7 @@ class Classifier(ClassifierModel):
     """The encoder of a trained model, then a hidden layer (ReLU) and 10 class logits."""
 
     Config = ClassifierConfig
+    needs_source = True
     default_training = TrainConfig(n_epochs=10, batch_size=128, optimizer="adam", lr=1e-3,
                                    scheduler="cosine", patience=3)
 

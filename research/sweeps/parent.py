@@ -50,7 +50,7 @@ def ensure_parent_run(study: Any, job: SweepJob) -> Run:
     study.set_user_attr(PARENT_ATTR, run.run_id)
     run.log_text(json.dumps({"sweep": definition.name, "source": definition.source, "model": definition.model,
                              "objective": {"metric": definition.metric, "direction": definition.direction},
-                             "n_epochs": job.n_epochs, "train_size": job.train_size, "fixed": dict(definition.fixed),
+                             "n_epochs": job.n_epochs, "train_size": job.train_size, "from": job.source, "fixed": dict(definition.fixed),
                              "search_space": definition.space_dict(), "sampler": dict(definition.sampler),
                              "pruner": dict(definition.pruner)}, indent=2), "sweep.json")
     logger.info("Parent MLflow run %s of study '%s' in experiment '%s'", run.run_id, job.study_name, job.experiment)

@@ -17,6 +17,7 @@ SPACE_ATTR = "research.search_space"
 METRIC_ATTR = "research.objective"
 SWEEP_ATTR = "research.sweep"
 PARENT_ATTR = "research.mlflow_parent_run_id"
+SOURCE_ATTR = "research.source"
 RUN_ATTR = "mlflow_run_id"  # trial user attribute: the trial's MLflow run
 STUDY_TAG = "research.study"
 TRIAL_TAG = "research.trial_number"
@@ -48,13 +49,38 @@ class SweepJob:
     parent_run_id: str | None = None
     n_workers: int = 1
     tags: dict[str, str] = field(default_factory=dict)
+    # The trained model every trial starts from (`--from`), with the overrides and
+    # tags it resolves to. The study stores it, so a resume reuses it.
+    source: str | None = None
+    source_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def resolve_source(self) -> None:
+        """Check the source against the sweep's model and set the overrides and tags it brings."""
+        from research.models import find_model_or_raise
+
+        model_class = find_model_or_raise(self.definition.model)
+        if self.source is None:
+            if model_class.needs_source:
+                raise UsageError(f"model {self.definition.model!r} of sweep {self.definition.name!r} starts "
+                                 "from a trained model; pass --from RUN_ID, a checkpoint path or a models:/ URI")
+            return
+        setup = model_class.setup_from_source(self.source)
+        self.source_overrides = dict(setup.overrides)
+        self.tags = {**self.tags, **setup.tags}
 
 
-def build_sampler(definition: SweepDefinition) -> Any:
+def build_sampler(definition: SweepDefinition, trial_number: int = 0) -> Any:
+    """Build the file's sampler, seeded with its seed plus `trial_number`.
+
+    A sampler seeded once per process would draw the same first parameters
+    again in every resumed session and in every parallel worker. The storage
+    makes trial numbers unique, so seeding by them gives each trial its own
+    draw and keeps a study reproducible.
+    """
     import optuna
 
     options = dict(definition.sampler)
-    kind, seed = options.pop("type"), options.pop("seed")
+    kind, seed = options.pop("type"), options.pop("seed") + trial_number
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, **options)
@@ -91,16 +117,34 @@ def open_study(job: SweepJob, *, create: bool, check: bool = True) -> Any:
         if not create:
             raise UsageError(f"no study {job.study_name!r} in {redact(job.storage)}; start it with "
                              f"`research sweep run {definition.name}`") from None
+        if job.source is None:
+            job.resolve_source()  # a model that needs --from fails here, before the study exists
         study = optuna.create_study(study_name=job.study_name, storage=storage, direction=definition.direction,
                                     sampler=build_sampler(definition), pruner=build_pruner(definition))
         study.set_user_attr(SPACE_ATTR, definition.space_dict())
         study.set_user_attr(METRIC_ATTR, {"metric": definition.metric, "direction": definition.direction})
         study.set_user_attr(SWEEP_ATTR, definition.name)
+        if job.source is not None:
+            study.set_user_attr(SOURCE_ATTR, job.source)
         logger.info("Created study '%s' in %s", job.study_name, redact(job.storage))
         return study
     if check:
         check_unchanged(study, job)
+    adopt_source(study, job)
     return study
+
+
+def adopt_source(study: Any, job: SweepJob) -> None:
+    """Give the job the study's stored source, and reject a different one because trials must compare."""
+    stored = study.user_attrs.get(SOURCE_ATTR)
+    if job.source is None or job.source == stored:
+        job.source = stored
+        return
+    if stored is None:
+        raise UsageError(f"study {job.study_name!r} in {redact(job.storage)} started without --from; its "
+                         f"trials cannot switch to --from {job.source!r}. Start a new study with --study-name")
+    raise UsageError(f"study {job.study_name!r} in {redact(job.storage)} started --from {stored!r}, not "
+                     f"{job.source!r}; drop --from to continue it, or start a new study with --study-name")
 
 
 def check_unchanged(study: Any, job: SweepJob) -> None:

@@ -31,6 +31,7 @@ from research.sweeps.study import (
     STUDY_TAG,
     TRIAL_TAG,
     SweepJob,
+    build_sampler,
     count_states,
     n_finished,
     open_study,
@@ -113,6 +114,8 @@ class Objective:
         import optuna
 
         self.check_target(trial)
+        # The trial's parameters are drawn by the suggestions below, from this sampler.
+        self.study.sampler = build_sampler(self.job.definition, trial.number)
         params = {param.name: param.suggest(trial) for param in self.job.definition.space}
         self.times.n_trials += 1
         try:
@@ -144,7 +147,8 @@ class Objective:
         from research.spec import build_spec
 
         job = self.job
-        overrides: dict[str, Any] = {**job.definition.fixed, **params, "n_epochs": job.n_epochs}
+        overrides: dict[str, Any] = {**job.definition.fixed, **job.source_overrides, **params,
+                                     "n_epochs": job.n_epochs}
         if job.train_size is not None:
             overrides["train_size"] = job.train_size
         spec = build_spec(job.definition.model, overrides, seed=job.seed)
@@ -268,7 +272,11 @@ def run_worker(job: SweepJob) -> SessionTimes:
 
 def prepare(job: SweepJob) -> tuple[Any, Run]:
     """Open or create the study, recover stale trials and find its parent run, before any worker starts."""
+    if job.source is not None:
+        job.resolve_source()  # an unusable source fails here, before the study exists
     study = open_study(job, create=True)
+    if not job.source_overrides:
+        job.resolve_source()  # the source stored in the study, or a check that the model needs none
     parent = ensure_parent_run(study, job)
     job.parent_run_id = parent.run_id
     recover_stale_trials(study, job)
