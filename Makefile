@@ -28,7 +28,7 @@ run: setup
 test: setup
 	@url="$${RESEARCH_TEST_POSTGRES_URL:-$$(sh scripts/start-postgres.sh | sed -n 's/^export RESEARCH_TEST_POSTGRES_URL=//p')}"; \
 	echo "RESEARCH_TEST_POSTGRES_URL=$${url:-(unset: PostgreSQL tests skip)}"; \
-	RESEARCH_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -q
+	RESEARCH_TEST_POSTGRES_URL="$$url" $(BIN)/python -m pytest -q --durations=20
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns optuna.db

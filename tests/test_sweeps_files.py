@@ -176,7 +176,16 @@ def test_status_of_missing_study(workdir: Path) -> None:
     result = CliRunner().invoke(main, ["sweep", "status", "tiny", "--sweeps-dir", str(folder)])
     assert result.exit_code == 2
     assert "no study 'tiny'" in result.output
-    assert optuna.get_all_study_names(f"sqlite:///{workdir / 'optuna.db'}") == []
+    assert not (workdir / "optuna.db").exists()
+
+
+def test_best_of_study_missing_from_existing_database(workdir: Path) -> None:
+    folder = workdir / "extra"
+    write_sweep(folder)
+    optuna.create_study(study_name="other", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    result = CliRunner().invoke(main, ["sweep", "best", "tiny", "--sweeps-dir", str(folder)])
+    assert result.exit_code == 2
+    assert "no study 'tiny'" in result.output
 
 
 def test_storage_password_redacted() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from pathlib import Path
 from typing import Any
 
 from research.errors import UsageError
@@ -30,6 +31,16 @@ MAX_RETRIES = 1  # re-queues of the parameters of a stale trial
 def storage_url(given: str | None = None) -> str:
     """Return `given`, else `RESEARCH_OPTUNA_STORAGE`, else SQLite in the working directory."""
     return given or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+
+def sqlite_file(url: str) -> Path | None:
+    """Return the database file of a SQLite URL, or None for other storages and in-memory SQLite."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return Path(database) if database and database != ":memory:" else None
 
 
 def make_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> Any:

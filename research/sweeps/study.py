@@ -9,7 +9,7 @@ from typing import Any
 
 from research.errors import UsageError
 from research.sweeps.definition import SweepDefinition
-from research.sweeps.storage import DEFAULT_HEARTBEAT_S, make_storage, redact
+from research.sweeps.storage import DEFAULT_HEARTBEAT_S, make_storage, redact, sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,11 @@ def open_study(job: SweepJob, *, create: bool, check: bool = True) -> Any:
     import optuna
 
     definition = job.definition
+    database = sqlite_file(job.storage)
+    if not create and database is not None and not database.is_file():
+        # Opening would create an empty database file where the user expected a study.
+        raise UsageError(f"no study {job.study_name!r}: the Optuna database {database} does not exist; start it "
+                         f"with `research sweep run {definition.name}`, or name the database with --storage")
     storage = make_storage(job.storage, job.heartbeat_s)
     try:
         study = optuna.load_study(study_name=job.study_name, storage=storage,
