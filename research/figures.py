@@ -15,6 +15,18 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+LOSS_NAMES = ("loss", "mse", "kl")
+
+
+def is_loss(quantity: str) -> bool:
+    """Tell whether a metric is a loss, which spans decades and reads best on a log axis.
+
+    Accuracies and the discriminator's probabilities (d_real, d_fake) stay on a
+    linear axis, since they live between 0 and 1.
+    """
+    return quantity.endswith(LOSS_NAMES)
+
+
 def loss_curve_figure(history: Sequence[Mapping[str, float]], *, title: str = "Loss") -> Figure:
     """Plot every `train/…` and `val/…` metric of the history against the epoch.
 
@@ -40,7 +52,8 @@ def loss_curve_figure(history: Sequence[Mapping[str, float]], *, title: str = "L
         ax.set_title(quantity)
         ax.grid(alpha=0.3)
         ax.legend()
-        if all(value > 0 for r in history for k, value in r.items() if k.endswith(f"/{quantity}")):
+        if is_loss(quantity) and all(value > 0 for r in history for k, value in r.items()
+                                     if k.endswith(f"/{quantity}")):
             ax.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
