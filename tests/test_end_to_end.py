@@ -21,7 +21,7 @@ from tests.conftest import enter_store
 def finished_run(tmp_path_factory: pytest.TempPathFactory, real_data_dir: Path) -> dict:
     folder = tmp_path_factory.mktemp("e2e")
     patch, uri = enter_store(folder, real_data_dir)
-    # The reference network: with 16 steps in all, batch-norm statistics are still
+    # The reference network: with 32 steps in all, batch-norm statistics are still
     # far from the data, so the test MSE would tell little about the logging checked here.
     result = CliRunner().invoke(main, ["run", "ae", "--epochs", "2", "--train-size", "2048", "--quiet",
                                        "--run-name", "e2e", "-p", "latent_dim=6", "--no-explore",
@@ -45,7 +45,7 @@ def test_run_finishes_and_prints_id(finished_run: dict) -> None:
 def test_params_logged(finished_run: dict) -> None:
     params = finished_run["run"].data.params
     assert params["model.latent_dim"] == "6"
-    assert params["model.n_channels"] == "11"
+    assert params["model.n_channels"] == "24"
     assert params["train.lr"] == "0.0091"
     assert params["train.n_epochs"] == "2"
     assert params["data.train_size"] == "2048"
