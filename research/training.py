@@ -145,13 +145,14 @@ class FitResult:
 
 
 def build_schedulers(optimizers: Mapping[str, torch.optim.Optimizer], train: TrainConfig,
-                     steps_per_epoch: int) -> dict[str, Any]:
+                     steps_per_epoch: int, monitor_mode: str = "min") -> dict[str, Any]:
     schedulers: dict[str, Any] = {}
     for name, optimizer in optimizers.items():
         if train.scheduler == "cosine":
             schedulers[name] = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=train.n_epochs)
         elif train.scheduler == "plateau":
-            schedulers[name] = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=1)
+            schedulers[name] = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=monitor_mode, factor=0.5,
+                                                                          patience=1)
         elif train.scheduler == "onecycle":
             schedulers[name] = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
@@ -180,7 +181,7 @@ class Trainer:
         self.model = spec.model_class(spec.model).to(device)
         self.optimizers = self.model.configure_optimizers(spec.train)
         self.steps_per_epoch = data.train.n_batches(spec.train.batch_size)
-        self.schedulers = build_schedulers(self.optimizers, spec.train, self.steps_per_epoch)
+        self.schedulers = build_schedulers(self.optimizers, spec.train, self.steps_per_epoch, self.model.monitor_mode)
         self.shuffle = torch.Generator().manual_seed(spec.seed)
         self.epoch_shuffle_state = self.shuffle.get_state()
         self.state = LoopState()
@@ -317,7 +318,13 @@ class Trainer:
         if value is None:  # no validation loss: the last epoch counts as the best
             state.best_epoch = int(record["epoch"])
             return True
-        if state.best_value is None or value < state.best_value:
+        if state.best_value is None:
+            better = True
+        elif self.model.monitor_mode == "max":
+            better = value > state.best_value
+        else:
+            better = value < state.best_value
+        if better:
             state.best_value, state.best_epoch, state.bad_epochs = value, int(record["epoch"]), 0
             self.best_weights = {key: tensor.detach().clone() for key, tensor in self.model.state_dict().items()}
             return True

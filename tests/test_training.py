@@ -79,3 +79,14 @@ def test_early_stopping_stops(tmp_path: Path, real_data_dir: Path) -> None:
     assert len(result.history) < 6
     assert result.state.best_epoch == min(range(1, len(result.history) + 1),
                                           key=lambda epoch: result.history[epoch - 1]["val/loss"])
+
+
+def test_cnn_keeps_epoch_of_best_accuracy(tmp_path: Path, real_data_dir: Path) -> None:
+    spec = build_spec("cnn", {"train_size": 512, "n_epochs": 4, "n_channels": 4, "lr": 0.003,
+                              "val_fraction": 0.02}, seed=0)
+    data = load(real_data_dir, train_size=512, val_fraction=0.02)
+    result = Trainer(spec, data, OfflineRun(), device=torch.device("cpu"), checkpoint_dir=tmp_path / "ckpt",
+                     quiet=True, upload_checkpoints=False).fit()
+    accuracies = [record["val/acc"] for record in result.history]
+    assert result.state.best_value == max(accuracies)
+    assert result.state.best_epoch == accuracies.index(max(accuracies)) + 1

@@ -39,8 +39,8 @@ class TrainConfig(Config):
     momentum: float = param(0.9, "momentum for sgd and rmsprop", min=0.0, max=1.0)
     scheduler: str = param("none", "learning-rate schedule",
                            choices=("none", "cosine", "plateau", "onecycle"))
-    patience: int = param(0, "epochs without a better validation loss before stopping early; 0 never stops",
-                          min=0)
+    patience: int = param(0, "epochs without a better monitored validation metric (loss; accuracy for "
+                             "classifiers) before stopping early; 0 never stops", min=0)
     grad_clip: float = param(0.0, "maximum gradient norm; 0 disables clipping", min=0.0)
 
 
@@ -60,14 +60,16 @@ class Model(nn.Module):
     Subclasses set `Config` (their hyperparameter dataclass) and may override
     `default_training` (their `TrainConfig` defaults) and `monitor`, the
     validation metric that early stopping, the best checkpoint and the
-    plateau scheduler follow; `None` means the model has no validation loss
-    and the last epoch counts as the best.
+    plateau scheduler follow, with `monitor_mode` "min" or "max"; `None`
+    means the model has no validation metric and the last epoch counts as
+    the best.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[Config]]
     default_training: ClassVar[TrainConfig] = TrainConfig()
     monitor: ClassVar[str | None] = "loss"
+    monitor_mode: ClassVar[str] = "min"
     has_encoder: ClassVar[bool] = False
     # True for models that start from another trained model and cannot train without --from.
     needs_source: ClassVar[bool] = False
