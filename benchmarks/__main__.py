@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, Result
 
-BENCHMARKS = ("training_loop", "tracking_overhead", "latent", "sweeps", "gpu", "quality")
+BENCHMARKS = ("training_loop", "tracking_overhead", "latent", "sweeps", "gpu", "quality", "samples")
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 INTRO = """# Benchmarks

@@ -1,12 +1,12 @@
-"""Result quality of the default configurations against PCA and the reference's figures.
+"""Result quality of the default autoencoder and classifiers against PCA and the reference's figures.
 
 Every model trains untracked in this process, at its default configuration
 (the number of epochs aside, which the size sets), on the same data split.
+The sample scores of the generative models are in `benchmarks/samples.py`.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,17 +22,13 @@ from research.latent.explore import ExploreOptions, explore
 from research.latent.probes import probe_accuracies
 from research.models.classifier import Classifier
 from research.runner import RunOptions, RunOutcome, train
-from research.scoring import ReferenceConfig, reference_classifier, score_samples
 from research.spec import build_spec
 from research.tracking import OfflineRun
 
 REFERENCE_VAL_MSE = 0.0170
 REFERENCE_FINETUNED_ACC = 0.863
 REFERENCE_CNN_ACC = 0.883
-# Epochs of the classifiers and of the generative models, per benchmark size.
-# GAN and DCGAN train for the same number of epochs, so their scores compare.
-CLASSIFIER_EPOCHS = {"full": 10, "quick": 2, "tiny": 1}
-GENERATIVE_EPOCHS = {"full": 10, "quick": 1, "tiny": 1}
+CLASSIFIER_EPOCHS = {"full": 10, "quick": 2, "tiny": 1}  # per benchmark size
 
 
 def pca_mse(n_components: int, train_images: np.ndarray, *evaluated: np.ndarray) -> list[float]:
@@ -118,24 +114,6 @@ def classifier_rows(size: Size, data: FashionMNIST, encoder: str) -> list[list[s
     ]
 
 
-def sample_rows(size: Size, data: FashionMNIST, autoencoder: RunOutcome) -> list[list[str]]:
-    classifier = reference_classifier(ReferenceConfig.from_environment(), data.source)
-    n_samples = min(10_000, len(data.test.images))
-    n_epochs = GENERATIVE_EPOCHS[size.name]
-    models = {f"`ae`, {epochs(size.n_epochs)} (Gaussian fitted to the training codes)": autoencoder.fit.model}
-    for name in ("vae", "gan", "dcgan"):
-        models[f"`{name}`, {epochs(n_epochs)}"] = fit(name, size, data, n_epochs=n_epochs).fit.model
-    rows = []
-    scores: dict[str, float] = {}
-    for label, model in models.items():
-        scores = score_samples(model, data, classifier, n_samples)
-        rows.append([f"{label}: `sample/fid` / `sample/class_entropy`",
-                     f"{scores['sample/fid']:.2f} / {abs(scores['sample/class_entropy']):.3f}",
-                     f"real-data floor {scores['sample/fid_floor']:.2f} / uniform {math.log(10):.3f}",
-                     "`dcgan` ≤ half of `gan`" if "gan" in label else ""])
-    return rows
-
-
 def run(size_name: str = "full") -> Result:
     size = SIZES[size_name]
     data = load(train_size=size.train_size)
@@ -143,12 +121,9 @@ def run(size_name: str = "full") -> Result:
     rows = autoencoder_rows(size, data, autoencoder)
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as folder:
         rows += classifier_rows(size, data, save_encoder(autoencoder, "ae", Path(folder)))
-    rows += sample_rows(size, data, autoencoder)
     training = "all 48,000" if size.train_size is None else f"the first {size.train_size:,}"
-    return Result(name="quality", title="Result quality of the default configurations",
+    return Result(name="quality", title="Result quality of the default autoencoder and classifiers",
                   columns=["what", "research", "baseline", "target"], rows=rows, size=size_name,
                   notes=[f"Each model trains at its defaults on {training} training images. Validation MSE is "
                          "the best epoch's mean squared error per pixel on the 12,000 held-out training "
-                         "images; test MSE and every accuracy are on the 10,000 test images. Sample scores "
-                         "use 10,000 samples and the reference classifier of "
-                         "[sample-quality.md](sample-quality.md); they compare only with each other."])
+                         "images; test MSE and every accuracy are on the 10,000 test images."])
