@@ -29,6 +29,9 @@ REFERENCE_VAL_MSE = 0.0170
 REFERENCE_FINETUNED_ACC = 0.863
 REFERENCE_CNN_ACC = 0.883
 CLASSIFIER_EPOCHS = {"full": 10, "quick": 2, "tiny": 1}  # per benchmark size
+# The frozen-encoder probe trains only a small head, which learns faster at a higher
+# lr and without the dropout and weight decay that the fine-tuning defaults add.
+PROBE = {"mode": "freeze", "lr": 0.01, "dropout": 0.0, "weight_decay": 0.0}
 
 
 def pca_mse(n_components: int, train_images: np.ndarray, *evaluated: np.ndarray) -> list[float]:
@@ -95,7 +98,7 @@ def classifier_rows(size: Size, data: FashionMNIST, encoder: str) -> list[list[s
     runs = {
         "finetune": fit("classifier", size, data, n_epochs=n_epochs, mode="finetune",
                         **Classifier.setup_from_source(encoder).overrides),
-        "freeze": fit("classifier", size, data, n_epochs=n_epochs, mode="freeze",
+        "freeze": fit("classifier", size, data, n_epochs=n_epochs, **PROBE,
                       **Classifier.setup_from_source(encoder).overrides),
         "cnn": fit("cnn", size, data, n_epochs=n_epochs),
     }
@@ -105,7 +108,8 @@ def classifier_rows(size: Size, data: FashionMNIST, encoder: str) -> list[list[s
     return [
         [f"`classifier` fine-tuned from the `ae` above, {trained}: test accuracy", f"{accuracy['finetune']:.3f}",
          f"reference fine-tuned {REFERENCE_FINETUNED_ACC}", "≥ 0.915"],
-        [f"`classifier` with the encoder frozen (a probe), {trained}: test accuracy", f"{accuracy['freeze']:.3f}",
+        [f"`classifier` with the encoder frozen (a probe: lr 0.01, no dropout or weight decay), {trained}: "
+         "test accuracy", f"{accuracy['freeze']:.3f}",
          "", "≥ 0.84"],
         [f"`cnn` from scratch, {trained}: test accuracy", f"{accuracy['cnn']:.3f}",
          f"reference from scratch {REFERENCE_CNN_ACC}", ""],
