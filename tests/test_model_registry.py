@@ -33,8 +33,9 @@ FRESH_PROCESS_SCRIPT = textwrap.dedent("""
     outputs = {}
     for uri in sys.argv[3:]:
         model = research.load_model(uri)
-        outputs[uri] = {"class": type(model).__name__, "reconstructions": model(inputs),
-                        "samples": model.sample(4, generator=torch.Generator().manual_seed(1))}
+        with torch.no_grad():
+            outputs[uri] = {"class": type(model).__name__, "reconstructions": model(inputs),
+                            "samples": model.sample(4, generator=torch.Generator().manual_seed(1))}
     torch.save(outputs, sys.argv[2])
 """)
 
@@ -121,10 +122,12 @@ def test_load_by_stage_and_alias_in_fresh_process(store: dict, tmp_path: Path) -
         expected_reconstructions = source(fixed_images())
         expected_samples = source.sample(4, generator=torch.Generator().manual_seed(1))
     outputs = torch.load(outputs_path)
+    # Another process may pick other CPU kernels (thread count, instruction set), which
+    # changes the last bits; a wrong or untrained model would differ by far more.
     for uri in uris:
         assert outputs[uri]["class"] == "Autoencoder", uri
-        assert torch.equal(outputs[uri]["reconstructions"], expected_reconstructions), uri
-        assert torch.equal(outputs[uri]["samples"], expected_samples), uri
+        assert torch.allclose(outputs[uri]["reconstructions"], expected_reconstructions, rtol=0, atol=1e-5), uri
+        assert torch.allclose(outputs[uri]["samples"], expected_samples, rtol=0, atol=1e-5), uri
 
 
 def test_second_promotion_archives_first(store: dict) -> None:
