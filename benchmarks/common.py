@@ -26,12 +26,15 @@ class Size:
     repeats: int
     n_epochs: int
     n_codes: int  # latent points for exploration timings
+    val_fraction: float = 0.2  # share of the training images held out; 0.2 is the models' default
+    n_samples: int = 10_000  # generated and test images behind each sample score
 
 
 SIZES = {
     "full": Size("full", None, 3, 5, 10_000),
     "quick": Size("quick", 8_192, 3, 1, 2_000),
-    "tiny": Size("tiny", 512, 1, 1, 200),
+    # Validation and sample scores on 10,000 images would dominate the seconds of a tiny run.
+    "tiny": Size("tiny", 512, 1, 1, 200, val_fraction=0.02, n_samples=500),
 }
 
 

@@ -18,7 +18,7 @@ GENERATIVE_EPOCHS = {"full": 10, "quick": 1, "tiny": 1}  # vae, gan and dcgan, p
 
 def sample_rows(size: Size, data: FashionMNIST) -> list[list[str]]:
     classifier = reference_classifier(ReferenceConfig.from_environment(), data.source)
-    n_samples = min(10_000, len(data.test.images))
+    n_samples = min(size.n_samples, len(data.test.images))
     n_epochs = GENERATIVE_EPOCHS[size.name]
     autoencoder = fit("ae", size, data, n_epochs=size.n_epochs).fit.model
     models = {f"`ae`, {epochs(size.n_epochs)} (Gaussian fitted to the training codes)": autoencoder}
@@ -36,12 +36,12 @@ def sample_rows(size: Size, data: FashionMNIST) -> list[list[str]]:
 
 def run(size_name: str = "full") -> Result:
     size = SIZES[size_name]
-    rows = sample_rows(size, load(train_size=size.train_size))
+    rows = sample_rows(size, load(train_size=size.train_size, val_fraction=size.val_fraction))
     training = "all 48,000" if size.train_size is None else f"the first {size.train_size:,}"
     return Result(name="samples", title="Sample quality of the generative models",
                   columns=["model", "`sample/fid` / `sample/class_entropy`", "baseline", "target"], rows=rows,
                   size=size_name,
-                  notes=[f"Each model trains at its defaults on {training} training images; 10,000 samples "
-                         "against the 10,000 test images, on the features of the reference classifier of "
+                  notes=[f"Each model trains at its defaults on {training} training images; {size.n_samples:,} "
+                         f"samples against as many test images, on the features of the reference classifier of "
                          "[sample-quality.md](sample-quality.md). Lower distances are better; an entropy near "
                          "ln 10 means the samples cover the classes evenly."])

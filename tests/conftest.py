@@ -9,8 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from research.data import DATA_DIR_ENV, locate
+
+# Tests train on small batches, where a second thread mostly adds synchronisation,
+# and subprocess tests run beside this process on the same cores.
+torch.set_num_threads(1)
 
 # A reference classifier small enough for tests (2,048 images) that still separates the classes.
 SMALL_REFERENCE = "n_epochs=2,train_size=2048,val_fraction=0.05,batch_size=64,lr=0.003"
