@@ -17,7 +17,7 @@ INTRO = """# Benchmarks
 Speed and result quality of `research` against the reference notebook workflow, on
 this project's development machine. Regenerate this page with
 
-    python -m benchmarks            # every benchmark, full size (tens of minutes on 2 CPU cores)
+    python -m benchmarks            # every benchmark, full size (about an hour on 2 CPU cores)
     python -m benchmarks --quick    # every benchmark at a reduced size, a few minutes
     python -m benchmarks --only training_loop --quick
 
