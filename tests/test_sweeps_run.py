@@ -18,7 +18,9 @@ from mlflow.tracking import MlflowClient
 from research.cli import main
 from research.sweeps import load_sweep_file
 from research.sweeps.storage import with_installed_driver
+from research.sweeps.parent import ensure_parent_run
 from research.sweeps.study import SweepJob, open_study
+from research.sweeps.worker import recover_stale_trials
 from tests.sweep_helpers import cli_command, load_trials, states, subprocess_env, write_sweep
 
 TINY_RUN = ["--train-size", "512", "--heartbeat", "1"]
@@ -202,3 +204,29 @@ POSTGRES_URL = os.environ.get("RESEARCH_TEST_POSTGRES_URL")
                                              "scripts/start-postgres.sh starts a server and prints it")
 def test_two_workers_on_postgres(workdir: Path, real_data_dir: Path) -> None:
     run_two_workers(workdir, real_data_dir, POSTGRES_URL, f"tiny-{uuid.uuid4().hex[:8]}")
+
+
+def test_run_of_trial_failed_by_optuna_ends(workdir: Path) -> None:
+    # Optuna marks a stale trial FAIL by itself when a worker asks for a new trial;
+    # the worker's next check must still end that trial's MLflow run.
+    definition = load_sweep_file(write_sweep(workdir / "sweeps"))
+    job = SweepJob(definition=definition, storage=f"sqlite:///{workdir / 'optuna.db'}", study_name="tiny",
+                   n_trials=4, n_epochs=2, experiment="sweep-tiny", heartbeat_s=1)
+    study = open_study(job, create=True)
+    job.parent_run_id = ensure_parent_run(study, job).run_id
+    trial = study.ask()
+    study._storage.record_heartbeat(trial._trial_id)
+    client = MlflowClient()
+    run = client.create_run(client.get_experiment_by_name("sweep-tiny").experiment_id, tags={
+        "research.study": "tiny", "research.trial_number": str(trial.number),
+        "mlflow.parentRunId": job.parent_run_id})
+    time.sleep(5)  # more than three missed heartbeats of 1 s
+
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state.name == "FAIL"
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    recover_stale_trials(study, job)
+
+    ended = client.get_run(run.info.run_id)
+    assert ended.info.status == "FAILED"
+    assert ended.data.tags["research.trial_state"] == "FAIL"

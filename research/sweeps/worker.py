@@ -231,21 +231,35 @@ def recover_stale_trials(study: Any, job: SweepJob) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-    stale = [trial for trial in study.get_trials(deepcopy=False)
-             if trial.state.name == "FAIL" and trial.number not in before]
-    if not stale:
-        return 0
+    failed = [trial for trial in study.get_trials(deepcopy=False) if trial.state.name == "FAIL"]
+    stale = [trial for trial in failed if trial.number not in before]
+    if stale:
+        numbers = ", ".join(str(trial.number) for trial in stale)
+        logger.warning("Marked %d stale trial(s) FAIL (no heartbeat for %d s): %s; their parameters are queued "
+                       "again once", len(stale), 3 * job.heartbeat_s, numbers)
+    end_runs_of_failed_trials(failed, job)
+    return len(stale)
+
+
+def end_runs_of_failed_trials(failed: list[Any], job: SweepJob) -> None:
+    """End FAILED the MLflow runs that failed trials left RUNNING.
+
+    Optuna also marks stale trials FAIL on its own when a worker starts a trial,
+    without ending their runs, so every failed trial is checked once per worker.
+    """
+    unchecked = [trial for trial in failed if trial.number not in job.checked_failures]
+    if not unchecked or not job.parent_run_id:
+        return
     client = make_client()
-    for trial in stale:
-        run = find_trial_run(client, job, trial.number) if job.parent_run_id else None
+    for trial in unchecked:
+        run = find_trial_run(client, job, trial.number)
         if run is not None and run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, STATE_TAG, "FAIL")
             client.set_tag(run.info.run_id, END_REASON_TAG, "its worker stopped sending heartbeats")
             client.set_terminated(run.info.run_id, status="FAILED")
-    numbers = ", ".join(str(trial.number) for trial in stale)
-    logger.warning("Marked %d stale trial(s) FAIL (no heartbeat for %d s): %s; their parameters are queued "
-                   "again once", len(stale), 3 * job.heartbeat_s, numbers)
-    return len(stale)
+            logger.warning("Ended MLflow run %s of failed trial %d FAILED: its worker stopped", run.info.run_id,
+                           trial.number)
+        job.checked_failures.add(trial.number)
 
 
 def run_worker(job: SweepJob) -> SessionTimes:
@@ -264,6 +278,8 @@ def run_worker(job: SweepJob) -> SessionTimes:
             recover_stale_trials(study, job)
             time.sleep(WAIT_POLL_S)
             continue
+        # Before Optuna's own check of stale trials, which would fail them without ending their runs.
+        recover_stale_trials(study, job)
         study.optimize(objective, n_trials=1, catch=(TrialFailed, TargetReached), callbacks=[reporter],
                        gc_after_trial=False)
     logger.info("Worker %d done: %s", os.getpid(), times.summary(reporter.seconds))
