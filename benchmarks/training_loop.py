@@ -99,5 +99,5 @@ def run(size_name: str = "full") -> Result:
         name="training_loop", title="Training loop: one epoch against the reference notebook",
         columns=["loop", "one epoch (median, range)", "ratio to reference"], rows=rows, size=size_name,
         notes=[f"One epoch: {n_train:,} training images and 12,000 validation images, the default `ae` "
-               f"(n_channels 11, latent_dim 9, batch {spec.train.batch_size}), torch threads "
-               f"{torch.get_num_threads()}. Target: ratio ≤ 0.65."])
+               f"(n_channels {spec.model.n_channels}, latent_dim {spec.model.latent_dim}, "
+               f"batch {spec.train.batch_size}), torch threads {torch.get_num_threads()}. Target: ratio ≤ 0.65."])
