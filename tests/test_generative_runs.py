@@ -15,6 +15,7 @@ from PIL import Image
 from research.checkpoints import load_checkpoint, load_model_checkpoint
 from research.cli import main
 from research.figures import image_grid
+from tests.conftest import enter_store
 
 # A small validation split keeps the per-epoch evaluation short.
 COMMON_ARGS = ["--epochs", "2", "--train-size", "1000", "--quiet", "--seed", "3", "-p", "val_fraction=0.05",
@@ -45,12 +46,7 @@ IMAGES = {
 
 def run_cli(folder: Path, real_data_dir: Path, args: list[str]) -> tuple[object, MlflowClient]:
     """Run `research` in `folder` with its own MLflow store; return the click result and a client."""
-    patch = pytest.MonkeyPatch()
-    patch.chdir(folder)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("RESEARCH_CACHE_DIR", str(folder / "cache"))
-    patch.setenv("RESEARCH_DATA_DIR", str(real_data_dir))
+    patch, uri = enter_store(folder, real_data_dir)
     try:
         result = CliRunner().invoke(main, args)
     finally:

@@ -123,7 +123,7 @@ def test_load_by_stage_and_alias_in_fresh_process(store: dict, tmp_path: Path) -
         expected_samples = source.sample(4, generator=torch.Generator().manual_seed(1))
     outputs = torch.load(outputs_path)
     # Another process may pick other CPU kernels (thread count, instruction set), which
-    # changes the last bits; a wrong or untrained model would differ by far more.
+    # changes the last bits. A wrong or untrained model would differ by far more.
     for uri in uris:
         assert outputs[uri]["class"] == "Autoencoder", uri
         assert torch.allclose(outputs[uri]["reconstructions"], expected_reconstructions, rtol=0, atol=1e-5), uri

@@ -207,8 +207,8 @@ def test_two_workers_on_postgres(workdir: Path, real_data_dir: Path) -> None:
 
 
 def test_run_of_trial_failed_by_optuna_ends(workdir: Path) -> None:
-    # Optuna marks a stale trial FAIL by itself when a worker asks for a new trial;
-    # the worker's next check must still end that trial's MLflow run.
+    # Optuna marks a stale trial FAIL by itself when a worker starts a new trial.
+    # The worker's next check must still end that trial's MLflow run.
     definition = load_sweep_file(write_sweep(workdir / "sweeps"))
     job = SweepJob(definition=definition, storage=f"sqlite:///{workdir / 'optuna.db'}", study_name="tiny",
                    n_trials=4, n_epochs=2, experiment="sweep-tiny", heartbeat_s=1)

@@ -138,9 +138,8 @@ def exact_neighbors(codes: np.ndarray, n_neighbors: int) -> tuple[np.ndarray, np
     """Return the exact nearest neighbours of every code, itself included, as UMAP takes them.
 
     Latent codes have few dimensions, so an exact search takes a fraction of a
-    second, while pynndescent's approximate search compiles for about 35 s in
-    every new process: on 10,000 codes the UMAP view took 47 s with it and 11 s
-    with this.
+    second. pynndescent's approximate search compiles anew in every process: on
+    10,000 codes the UMAP view took 47 s with it and 11 s with this.
     """
     from sklearn.neighbors import NearestNeighbors
 

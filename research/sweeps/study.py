@@ -53,7 +53,7 @@ class SweepJob:
     # tags it resolves to. The study stores it, so a resume reuses it.
     source: str | None = None
     source_overrides: dict[str, Any] = field(default_factory=dict)
-    checked_failures: set[int] = field(default_factory=set)  # failed trials whose runs this worker ended
+    checked_failures: set[int] = field(default_factory=set)  # failed trials whose runs this worker has checked
 
     def resolve_source(self) -> None:
         """Check the source against the sweep's model and set the overrides and tags it brings."""
